@@ -1,0 +1,67 @@
+//! The command line: clap definitions, logging set-up, and dispatch to one
+//! module per subcommand. Library errors become messages and exit statuses
+//! here and nowhere else.
+
+mod generate;
+mod index;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Publish conda packages to a channel and keep its metadata current.
+#[derive(Debug, Parser)]
+#[command(name = "artifact-upload-handler", version, propagate_version = true)]
+pub struct Cli {
+    /// Only print warnings and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Print debug details.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Index(index::IndexArgs),
+    Generate(generate::GenerateArgs),
+}
+
+/// Runs the command line; the exit status says how it went.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.quiet, cli.verbose);
+    match cli.command {
+        Command::Index(args) => index::run(args),
+        Command::Generate(args) => generate::run(args),
+    }
+}
+
+/// Logs go to stderr; `AUH_LOG` (tracing's filter syntax) overrides the
+/// level the flags choose.
+fn init_logging(quiet: bool, verbose: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "warn",
+        (_, true) => "debug",
+        _ => "info",
+    };
+    let filter = EnvFilter::try_from_env("AUH_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+/// Prints an error and its chain of causes, the way a user reads them.
+fn report(err: &anyhow::Error) {
+    let mut message = format!("error: {err}");
+    for cause in err.chain().skip(1) {
+        message.push_str(&format!("\n  caused by: {cause}"));
+    }
+    eprintln!("{message}");
+}

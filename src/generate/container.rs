@@ -1,0 +1,84 @@
+//! Wraps member lists into the two package containers: a bzip2 tarball, or
+//! a CEP 35 `.conda` zip of zstd-compressed info and payload tars.
+
+use std::io::Write;
+
+use zip::write::SimpleFileOptions;
+use zip::{CompressionMethod, DateTime, ZipWriter};
+
+use super::members::timestamp_ms;
+use super::tarball::tar_bytes;
+use super::{GenerateError, Member, PackageSpec};
+
+/// conda-build uses level 19, but that is slow on the random payload and
+/// barely changes its size; a fast level keeps benchmarks' setup cheap.
+const ZSTD_LEVEL: i32 = 3;
+/// Exact bytes conda writes for `metadata.json`.
+const CONDA_METADATA: &[u8] = br#"{"conda_pkg_format_version": 2}"#;
+
+/// Tar mtime in seconds, derived from the (seeded) package timestamp.
+fn mtime(spec: &PackageSpec) -> u64 {
+    timestamp_ms(spec) / 1000
+}
+
+/// `.tar.bz2`: one tar with info members first, as conda-build orders it.
+pub(super) fn tar_bz2(
+    spec: &PackageSpec,
+    info: &[Member],
+    payload: &[Member],
+) -> Result<Vec<u8>, GenerateError> {
+    let file = spec.file_name();
+    let all: Vec<Member> = info.iter().chain(payload).cloned().collect();
+    let tar = tar_bytes(&all, mtime(spec)).map_err(GenerateError::io("build tar", &file))?;
+    let mut encoder = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::best());
+    encoder
+        .write_all(&tar)
+        .and_then(|()| encoder.finish())
+        .map_err(GenerateError::io("bzip2-compress tar", &file))
+}
+
+/// `.conda`: stored zip of metadata.json, info-<stem>.tar.zst and
+/// pkg-<stem>.tar.zst, in that order.
+pub(super) fn conda(
+    spec: &PackageSpec,
+    info: &[Member],
+    payload: &[Member],
+) -> Result<Vec<u8>, GenerateError> {
+    let stem = spec.stem();
+    let info_zst = zstd_tar(spec, info, "build info tar")?;
+    let pkg_zst = zstd_tar(spec, payload, "build pkg tar")?;
+    let entries: [(String, &[u8]); 3] = [
+        ("metadata.json".to_owned(), CONDA_METADATA),
+        (format!("info-{stem}.tar.zst"), &info_zst),
+        (format!("pkg-{stem}.tar.zst"), &pkg_zst),
+    ];
+    stored_zip(&entries).map_err(|source| GenerateError::Zip {
+        file: spec.file_name(),
+        source,
+    })
+}
+
+fn zstd_tar(
+    spec: &PackageSpec,
+    members: &[Member],
+    action: &'static str,
+) -> Result<Vec<u8>, GenerateError> {
+    let file = spec.file_name();
+    let tar = tar_bytes(members, mtime(spec)).map_err(GenerateError::io(action, &file))?;
+    zstd::stream::encode_all(tar.as_slice(), ZSTD_LEVEL)
+        .map_err(GenerateError::io("zstd-compress tar", &file))
+}
+
+/// An uncompressed zip whose entries carry a fixed timestamp and mode.
+fn stored_zip(entries: &[(String, &[u8])]) -> zip::result::ZipResult<Vec<u8>> {
+    let options = SimpleFileOptions::default()
+        .compression_method(CompressionMethod::Stored)
+        .last_modified_time(DateTime::DEFAULT)
+        .unix_permissions(0o644);
+    let mut zip = ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data) in entries {
+        zip.start_file(name.as_str(), options)?;
+        zip.write_all(data)?;
+    }
+    Ok(zip.finish()?.into_inner())
+}

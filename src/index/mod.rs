@@ -1,0 +1,287 @@
+//! Indexing a channel: find the subdirs and their packages, read the new or
+//! changed ones in parallel, and write each subdir's metadata atomically.
+//!
+//! A package that cannot be read is left out with a warning naming the file
+//! and the reason; the run goes on. Unchanged packages (same size and mtime
+//! as in the subdir's cache) are not opened at all.
+
+mod cache;
+mod outputs;
+mod scan;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rayon::prelude::*;
+
+pub use cache::cache_path;
+use cache::{CacheEntry, LeftOutReason, Outcome};
+pub use outputs::DEFAULT_ZSTD_LEVEL;
+
+use crate::package::read_package;
+use crate::repodata::{
+    build_record, normalise_run_exports, IndexedPackage, JsonStyle, SubdirRepodata,
+};
+use crate::storage::{FileStat, Storage};
+
+/// What to index and which files to write.
+#[derive(Debug, Clone)]
+pub struct IndexOptions {
+    /// Only these subdirs; empty means every subdir found.
+    pub subdirs: Vec<String>,
+    pub zst: bool,
+    pub bz2: bool,
+    pub run_exports: bool,
+    pub style: JsonStyle,
+    pub zstd_level: i32,
+    /// Draw a progress bar (on a terminal).
+    pub progress: bool,
+}
+
+impl Default for IndexOptions {
+    fn default() -> Self {
+        Self {
+            subdirs: Vec::new(),
+            zst: false,
+            bz2: false,
+            run_exports: false,
+            style: JsonStyle::Compact,
+            zstd_level: DEFAULT_ZSTD_LEVEL,
+            progress: false,
+        }
+    }
+}
+
+/// A package file that is not in the repodata, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftOut {
+    /// `subdir/file name`
+    pub path: String,
+    pub reason: String,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct IndexSummary {
+    pub subdirs: usize,
+    /// Packages listed in the written repodata.
+    pub packages: usize,
+    /// Package files opened and read in this run.
+    pub read: usize,
+    pub left_out: Vec<LeftOut>,
+    /// Metadata files (re)written.
+    pub files_written: usize,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("{0:?} is not a subdir name (expected noarch or <platform>-<arch>, see CEP 26)")]
+    InvalidSubdir(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl IndexError {
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// One subdir's state during a run.
+struct SubdirJob {
+    name: String,
+    listing: Vec<FileStat>,
+    cache: BTreeMap<String, CacheEntry>,
+    fresh: BTreeMap<String, CacheEntry>,
+}
+
+/// Indexes the channel in `storage`.
+pub fn index_channel(
+    storage: &dyn Storage,
+    options: &IndexOptions,
+) -> Result<IndexSummary, IndexError> {
+    let started = Instant::now();
+    let mut jobs = scan::subdirs(storage, &options.subdirs)?
+        .into_iter()
+        .map(|name| plan_subdir(storage, name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let read = read_changed(storage, &mut jobs, options.progress);
+    let results: Vec<_> = jobs
+        .into_par_iter()
+        .map(|job| finish_subdir(storage, job, options))
+        .collect();
+    let mut summary = IndexSummary {
+        read,
+        ..IndexSummary::default()
+    };
+    for result in results {
+        let (packages, left_out, written) = result?;
+        summary.subdirs += 1;
+        summary.packages += packages;
+        summary.left_out.extend(left_out);
+        summary.files_written += written;
+    }
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+fn plan_subdir(storage: &dyn Storage, name: String) -> Result<SubdirJob, IndexError> {
+    let listing = scan::packages(storage, &name)?;
+    let cache = cache::load(storage, &name);
+    Ok(SubdirJob {
+        name,
+        listing,
+        cache,
+        fresh: BTreeMap::new(),
+    })
+}
+
+/// Reads every package not in its subdir's cache, on all cores; returns how
+/// many were read.
+fn read_changed(storage: &dyn Storage, jobs: &mut [SubdirJob], progress: bool) -> usize {
+    let todo: Vec<(usize, FileStat)> = jobs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, job)| {
+            job.listing
+                .iter()
+                .filter(|stat| !job.cache.get(&stat.name).is_some_and(|e| e.matches(stat)))
+                .map(move |stat| (i, stat.clone()))
+        })
+        .collect();
+    let bar = progress_bar(todo.len(), progress);
+    let results: Vec<_> = todo
+        .par_iter()
+        .map(|(i, stat)| {
+            let outcome = read_one(storage, &jobs[*i].name, &stat.name);
+            bar.inc(1);
+            (*i, stat, outcome)
+        })
+        .collect();
+    bar.finish_and_clear();
+    for (i, stat, outcome) in results {
+        if let Some(outcome) = outcome {
+            let entry = CacheEntry {
+                size: stat.size,
+                mtime_ns: stat.mtime_ns,
+                outcome,
+            };
+            jobs[i].fresh.insert(stat.name.clone(), entry);
+        }
+    }
+    todo.len()
+}
+
+/// Reads one package. `None` when the file could not be opened at all (a
+/// transient fault, not cached, so the next run tries again).
+fn read_one(storage: &dyn Storage, subdir: &str, file_name: &str) -> Option<Outcome> {
+    let path = format!("{subdir}/{file_name}");
+    let file = match storage.open(&path) {
+        Ok(file) => file,
+        Err(err) => {
+            tracing::warn!("left out {path}: cannot open it: {err}");
+            return None;
+        }
+    };
+    let outcome = match index_package(file, file_name) {
+        Ok(package) => Outcome::Indexed(package),
+        Err(reason) => Outcome::LeftOut(reason),
+    };
+    Some(outcome)
+}
+
+fn index_package(
+    file: impl io::Read + io::Seek,
+    file_name: &str,
+) -> Result<IndexedPackage, LeftOutReason> {
+    let info = read_package(file, file_name).map_err(|e| LeftOutReason {
+        listed_in_run_exports: e.conda_index_tolerates(),
+        message: e.to_string(),
+    })?;
+    let record =
+        build_record(&info.members.index_json, &info.digests).map_err(LeftOutReason::from)?;
+    let run_exports = normalise_run_exports(info.members.run_exports_json.as_deref())
+        .map_err(LeftOutReason::from)?;
+    Ok(IndexedPackage {
+        record,
+        run_exports,
+    })
+}
+
+/// Builds and writes one subdir's metadata and cache; returns the number of
+/// packages listed, those left out, and the number of files written.
+fn finish_subdir(
+    storage: &dyn Storage,
+    job: SubdirJob,
+    options: &IndexOptions,
+) -> Result<(usize, Vec<LeftOut>, usize), IndexError> {
+    let SubdirJob {
+        name,
+        listing,
+        cache,
+        mut fresh,
+    } = job;
+    let mut entries = BTreeMap::new();
+    let mut repodata = SubdirRepodata::new(&name);
+    let mut left_out = Vec::new();
+    for stat in listing {
+        let entry = match fresh.remove(&stat.name) {
+            Some(entry) => entry,
+            None => match cache.get(&stat.name) {
+                Some(entry) if entry.matches(&stat) => entry.clone(),
+                _ => continue, // unreadable this run; already warned
+            },
+        };
+        match &entry.outcome {
+            Outcome::Indexed(package) => {
+                repodata.packages.insert(stat.name.clone(), package.clone());
+            }
+            Outcome::LeftOut(reason) => {
+                let path = format!("{name}/{}", stat.name);
+                tracing::warn!("left out {path}: {}", reason.message);
+                if reason.listed_in_run_exports {
+                    repodata.unreadable_listed.insert(stat.name.clone());
+                }
+                left_out.push(LeftOut {
+                    path,
+                    reason: reason.message.clone(),
+                });
+            }
+        }
+        entries.insert(stat.name, entry);
+    }
+    let context = |what: &str| format!("writing {what} of {name}/");
+    let written = outputs::write_subdir(storage, &repodata, options)
+        .map_err(|e| IndexError::io(context("metadata"), e))?;
+    // After the outputs: a run killed in between only re-reads packages.
+    if entries != cache {
+        storage
+            .create_dir_all(&format!("{name}/.cache"))
+            .and_then(|()| storage.write_atomic(&cache_path(&name), &cache::to_bytes(&entries)))
+            .map_err(|e| IndexError::io(context("the index cache"), e))?;
+    }
+    Ok((repodata.packages.len(), left_out, written))
+}
+
+fn progress_bar(len: usize, enabled: bool) -> ProgressBar {
+    if !enabled || len == 0 {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {pos}/{len} packages, {per_sec}, {eta} left")
+    {
+        bar.set_style(style);
+    }
+    bar
+}

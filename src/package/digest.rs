@@ -1,0 +1,93 @@
+//! md5, sha256 and size of a file, computed while its bytes are read for
+//! decompression, so every package is read exactly once.
+
+use std::io::{self, Read};
+
+use md5::{Digest, Md5};
+use sha2::Sha256;
+
+/// Lowercase-hex digests and byte count of a whole package file, as they
+/// appear in `repodata.json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digests {
+    pub md5: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// A reader that hashes every byte passing through it.
+pub struct HashingReader<R> {
+    inner: R,
+    md5: Md5,
+    sha256: Sha256,
+    size: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            md5: Md5::new(),
+            sha256: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    /// Reads (and hashes) whatever is left of the stream.
+    pub fn drain(&mut self) -> io::Result<u64> {
+        io::copy(self, &mut io::sink())
+    }
+
+    /// Bytes read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.size
+    }
+
+    pub fn finish(self) -> Digests {
+        Digests {
+            md5: hex(&self.md5.finalize()),
+            sha256: hex(&self.sha256.finalize()),
+            size: self.size,
+        }
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let bytes = &buf[..n];
+        self.md5.update(bytes);
+        self.sha256.update(bytes);
+        self.size += n as u64;
+        Ok(n)
+    }
+}
+
+/// Lowercase hex, as conda writes digests.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_of_known_bytes() {
+        let mut reader = HashingReader::new(&b"abc"[..]);
+        reader.drain().unwrap();
+        let d = reader.finish();
+        assert_eq!(d.md5, "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(
+            d.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(d.size, 3);
+    }
+}

@@ -1,0 +1,164 @@
+//! Walks the tar stream of a package's `info/` part and keeps the members the
+//! index needs. Member names are compared as bytes and never used as paths;
+//! only regular files are read, each within a size cap.
+
+use std::io::{self, Read};
+
+use tar::{Archive, Entry, EntryType};
+
+use super::{PackageError, MAX_INFO_MEMBER_BYTES, MAX_SCANNED_BYTES};
+
+const INDEX_JSON: &str = "info/index.json";
+const RUN_EXPORTS_JSON: &str = "info/run_exports.json";
+
+/// The raw bytes of the info members the index uses. More (`about.json`,
+/// `paths.json`, the recipe) can be added here when channeldata needs them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InfoMembers {
+    /// `info/index.json`, always present in a readable package.
+    pub index_json: Vec<u8>,
+    /// `info/run_exports.json`, present in a minority of packages.
+    pub run_exports_json: Option<Vec<u8>>,
+}
+
+/// When to stop walking the tar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopRule {
+    /// The tar holds only info members (`.conda`): read until all are found.
+    EndOfInfoTar,
+    /// A whole `.tar.bz2`: conda-build writes `info/` first, so once
+    /// `index.json` is found, the first member outside `info/` ends the walk
+    /// and the payload is never decompressed.
+    FirstPayloadMember,
+}
+
+/// Reads the wanted info members from a decompressed tar stream.
+pub(crate) fn collect<R: Read>(tar: R, stop: StopRule) -> Result<InfoMembers, PackageError> {
+    let mut archive = Archive::new(LimitedReader::new(tar, MAX_SCANNED_BYTES));
+    let mut index_json = None;
+    let mut run_exports_json = None;
+    for entry in archive.entries().map_err(scan_error)? {
+        let mut entry = entry.map_err(scan_error)?;
+        let name = member_name(&entry);
+        if index_json.is_some()
+            && stop == StopRule::FirstPayloadMember
+            && !name.starts_with(b"info/")
+        {
+            break;
+        }
+        if name == INDEX_JSON.as_bytes() && index_json.is_none() {
+            index_json = Some(read_member(&mut entry, INDEX_JSON)?);
+        } else if name == RUN_EXPORTS_JSON.as_bytes() && run_exports_json.is_none() {
+            run_exports_json = Some(read_member(&mut entry, RUN_EXPORTS_JSON)?);
+        }
+        if index_json.is_some() && run_exports_json.is_some() {
+            break;
+        }
+    }
+    Ok(InfoMembers {
+        index_json: index_json.ok_or(PackageError::MissingIndexJson)?,
+        run_exports_json,
+    })
+}
+
+/// The member's name with one leading `./` removed: some tools write
+/// `./info/index.json`, which conda itself installs correctly.
+fn member_name<R: Read>(entry: &Entry<'_, R>) -> Vec<u8> {
+    let raw = entry.path_bytes();
+    raw.strip_prefix(b"./").unwrap_or(&raw).to_vec()
+}
+
+fn read_member<R: Read>(
+    entry: &mut Entry<'_, R>,
+    member: &'static str,
+) -> Result<Vec<u8>, PackageError> {
+    let kind = entry.header().entry_type();
+    if !matches!(kind, EntryType::Regular | EntryType::Continuous) {
+        return Err(PackageError::NotARegularFile {
+            member,
+            kind: format!("{kind:?}").to_lowercase(),
+        });
+    }
+    let size = entry.size();
+    if size > MAX_INFO_MEMBER_BYTES {
+        return Err(PackageError::MemberTooLarge {
+            member,
+            size,
+            limit: MAX_INFO_MEMBER_BYTES,
+        });
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    entry.read_to_end(&mut bytes).map_err(scan_error)?;
+    Ok(bytes)
+}
+
+/// Tells a bomb (scan limit) and a bad compressed stream apart from a
+/// malformed tar.
+fn scan_error(err: io::Error) -> PackageError {
+    if err.kind() == io::ErrorKind::FileTooLarge {
+        return PackageError::ScanLimitExceeded(MAX_SCANNED_BYTES);
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = err.get_ref().map(|e| e as _);
+    while let Some(inner) = source {
+        if let Some(DecompressorError(message)) = inner.downcast_ref() {
+            return PackageError::Decompression(message.clone());
+        }
+        source = inner.source();
+    }
+    PackageError::Tar(err.to_string())
+}
+
+/// Marks errors that come from the decompressor, not from the tar parser.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct DecompressorError(String);
+
+/// Wraps a decompressor so its errors can be told apart from tar errors.
+pub(crate) struct DecompressorErrors<R>(R);
+
+impl<R> DecompressorErrors<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        Self(inner)
+    }
+}
+
+impl<R: Read> Read for DecompressorErrors<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0
+            .read(buf)
+            .map_err(|e| io::Error::new(e.kind(), DecompressorError(e.to_string())))
+    }
+}
+
+/// Fails the read once more than `limit` bytes have come through, so a
+/// decompression bomb costs bounded time.
+struct LimitedReader<R> {
+    inner: R,
+    remaining: u64,
+}
+
+impl<R> LimitedReader<R> {
+    fn new(inner: R, limit: u64) -> Self {
+        Self {
+            inner,
+            remaining: limit,
+        }
+    }
+}
+
+impl<R: Read> Read for LimitedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                "decompressed size limit reached",
+            ));
+        }
+        let max = usize::try_from(self.remaining)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = self.inner.read(&mut buf[..max])?;
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}

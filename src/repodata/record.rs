@@ -1,0 +1,147 @@
+//! One package record: the package's `index.json` minus the keys conda-index
+//! drops, plus the file's `md5`, `sha256` and `size`. Every other key passes
+//! through untouched, unknown ones included.
+
+use serde_json::{Map, Value};
+
+use super::json::{to_python_json, JsonStyle};
+use crate::package::Digests;
+
+/// Keys conda-index 0.13.0 removes from `index.json` (`cache.py`,
+/// `filter_fields`).
+pub const STRIPPED_KEYS: [&str; 10] = [
+    "arch",
+    "has_prefix",
+    "mtime",
+    "platform",
+    "ucs",
+    "requires_features",
+    "binstar",
+    "target-triplet",
+    "machine",
+    "operatingsystem",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("{member} is not valid JSON: {source}")]
+    InvalidJson {
+        member: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("info/index.json is not a JSON object")]
+    NotAnObject,
+}
+
+impl RecordError {
+    /// Whether conda-index 0.13.0 survives this fault (it catches a JSON
+    /// decoding error in `index.json`, but crashes on a non-object
+    /// `index.json` or an invalid `run_exports.json`).
+    pub fn conda_index_tolerates(&self) -> bool {
+        matches!(
+            self,
+            Self::InvalidJson {
+                member: "info/index.json",
+                ..
+            }
+        )
+    }
+}
+
+/// Builds the record for a package and returns it as compact conda-index
+/// JSON, ready to be spliced into `repodata.json`.
+pub fn build_record(index_json: &[u8], digests: &Digests) -> Result<String, RecordError> {
+    let Value::Object(mut record) = parse("info/index.json", index_json)? else {
+        return Err(RecordError::NotAnObject);
+    };
+    for key in STRIPPED_KEYS {
+        record.remove(key);
+    }
+    record.insert("md5".into(), Value::String(digests.md5.clone()));
+    record.insert("sha256".into(), Value::String(digests.sha256.clone()));
+    record.insert("size".into(), Value::from(digests.size));
+    Ok(compact(&Value::Object(record)))
+}
+
+/// The `run_exports` value conda-index writes for a package: the parsed
+/// `info/run_exports.json`, or `{}` when it is missing or empty (Python's
+/// `run_exports_data or {}`).
+pub fn normalise_run_exports(raw: Option<&[u8]>) -> Result<String, RecordError> {
+    let value = match raw {
+        Some(bytes) => parse("info/run_exports.json", bytes)?,
+        None => Value::Null,
+    };
+    let value = if is_falsy(&value) {
+        Value::Object(Map::new())
+    } else {
+        value
+    };
+    Ok(compact(&value))
+}
+
+fn parse(member: &'static str, bytes: &[u8]) -> Result<Value, RecordError> {
+    // Python's json.loads on bytes accepts a UTF-8 byte-order mark.
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    serde_json::from_slice(bytes).map_err(|source| RecordError::InvalidJson { member, source })
+}
+
+fn is_falsy(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    }
+}
+
+fn compact(value: &Value) -> String {
+    // The writer emits ASCII only, so this never replaces anything.
+    String::from_utf8_lossy(&to_python_json(value, JsonStyle::Compact)).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digests() -> Digests {
+        Digests {
+            md5: "m".into(),
+            sha256: "s".into(),
+            size: 7,
+        }
+    }
+
+    #[test]
+    fn strips_platform_keys_and_adds_digests() {
+        let record = build_record(
+            br#"{"name":"a","arch":"x86_64","platform":"linux","size":1,"zz":null}"#,
+            &digests(),
+        )
+        .unwrap();
+        assert_eq!(
+            record,
+            r#"{"md5":"m","name":"a","sha256":"s","size":7,"zz":null}"#
+        );
+    }
+
+    #[test]
+    fn rejects_non_objects_and_bad_json() {
+        assert!(matches!(
+            build_record(b"[1]", &digests()),
+            Err(RecordError::NotAnObject)
+        ));
+        assert!(build_record(b"{", &digests()).is_err());
+    }
+
+    #[test]
+    fn empty_run_exports_become_an_empty_object() {
+        assert_eq!(normalise_run_exports(None).unwrap(), "{}");
+        assert_eq!(normalise_run_exports(Some(b"[]")).unwrap(), "{}");
+        assert_eq!(
+            normalise_run_exports(Some(br#"{"weak":["x"]}"#)).unwrap(),
+            r#"{"weak":["x"]}"#
+        );
+    }
+}
