@@ -5,6 +5,7 @@
 mod generate;
 mod index;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -32,11 +33,25 @@ enum Command {
 
 /// Runs the command line; the exit status says how it went.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(&err),
+    };
     init_logging(cli.quiet, cli.verbose);
     match cli.command {
         Command::Index(args) => index::run(args),
         Command::Generate(args) => generate::run(args),
+    }
+}
+
+/// `--help` and `--version` succeed; any other command-line error is fatal
+/// (exit 1), keeping exit status 2 for "indexed, but packages left out".
+fn usage_error(err: &clap::Error) -> ExitCode {
+    let _ = err.print();
+    if err.use_stderr() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -52,6 +67,7 @@ fn init_logging(quiet: bool, verbose: bool) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .without_time()
         .init();

@@ -1,0 +1,138 @@
+//! Test harness: where the binary, the shared fixtures and the conda-index
+//! oracle are, and helpers to run the indexer and compare directory trees.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+/// The built `artifact-upload-handler` binary.
+pub fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_artifact-upload-handler"))
+}
+
+/// `../shared` beside the repository (override with `AUH_SHARED`).
+pub fn shared() -> PathBuf {
+    std::env::var_os("AUH_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+}
+
+pub fn fixtures() -> PathBuf {
+    shared().join("fixtures")
+}
+
+pub fn golden() -> PathBuf {
+    fixtures().join("golden/conda-index-0.13.0")
+}
+
+/// The project's own committed example channel.
+pub fn example_channel() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/channel")
+}
+
+/// Copies a directory tree (fixtures are used in place; tests index copies).
+pub fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A temporary copy of `../shared/fixtures/channels/<name>`.
+pub fn channel_copy(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&fixtures().join("channels").join(name), dir.path());
+    dir
+}
+
+/// Runs `artifact-upload-handler index DIR ARGS...`.
+pub fn index(dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin()).arg("index").arg(dir).args(args).output().unwrap()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Every file under `root` with its bytes and mtime, keyed by relative path.
+pub fn snapshot(root: &Path) -> BTreeMap<String, (Vec<u8>, SystemTime)> {
+    let mut files = BTreeMap::new();
+    walk(root, root, &mut files);
+    files
+}
+
+fn walk(root: &Path, dir: &Path, files: &mut BTreeMap<String, (Vec<u8>, SystemTime)>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            walk(root, &path, files);
+        } else {
+            let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let mtime = entry.metadata().unwrap().modified().unwrap();
+            files.insert(rel, (fs::read(&path).unwrap(), mtime));
+        }
+    }
+}
+
+pub fn zst_decompress(bytes: &[u8]) -> Vec<u8> {
+    zstd::decode_all(bytes).unwrap()
+}
+
+pub fn bz2_decompress(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    bzip2::read::BzDecoder::new(bytes).read_to_end(&mut out).unwrap();
+    out
+}
+
+/// The conda-index 0.13.0 oracle's launcher, with its virtualenv set up
+/// on first use (`$ORACLE_VENV`, else `target/oracle-venv`).
+pub fn oracle() -> (PathBuf, PathBuf) {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    let script_dir = shared().join("tools/conda-index-oracle");
+    let venv = VENV.get_or_init(|| {
+        let venv = std::env::var_os("ORACLE_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/oracle-venv"));
+        if !venv.join("bin/python").exists() || !venv.join(".auh-ready").exists() {
+            let status = Command::new("bash")
+                .arg(script_dir.join("setup.sh"))
+                .env("ORACLE_VENV", &venv)
+                .status()
+                .expect("run the conda-index oracle's setup.sh");
+            assert!(status.success(), "setting up the conda-index oracle failed (needs python3 and the package registry)");
+            fs::write(venv.join(".auh-ready"), b"").unwrap();
+        }
+        venv
+    });
+    (script_dir.join("conda-index"), venv.clone())
+}
+
+/// Runs the oracle (`conda-index DIR ARGS...`), asserting it succeeds.
+pub fn run_oracle(dir: &Path, args: &[&str]) -> Output {
+    let (script, venv) = oracle();
+    let output = Command::new("bash")
+        .arg(script)
+        .arg(dir)
+        .args(args)
+        .env("ORACLE_VENV", venv)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "conda-index failed: {}", stderr(&output));
+    output
+}

@@ -1,0 +1,134 @@
+//! Re-runs are incremental: nothing changed means no file rewritten and no
+//! package opened; a replaced package is re-read; a deleted one drops out.
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use artifact_upload_handler::generate::{write_package, Format, PackageSpec};
+use filetime::FileTime;
+
+use crate::common;
+
+fn repodata(dir: &Path, subdir: &str) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(dir.join(subdir).join("repodata.json")).unwrap()).unwrap()
+}
+
+fn generated_channel() -> tempfile::TempDir {
+    let channel = tempfile::tempdir().unwrap();
+    for (i, format) in [Format::TarBz2, Format::Conda, Format::TarBz2, Format::Conda].into_iter().enumerate() {
+        let subdir = if i % 2 == 0 { "noarch" } else { "linux-64" };
+        let spec = PackageSpec::new(format!("pkg{i}"), "1.0", "0", subdir, format);
+        write_package(&spec, &channel.path().join(subdir)).unwrap();
+    }
+    channel
+}
+
+#[test]
+fn no_change_rewrites_nothing_and_opens_nothing() {
+    let channel = generated_channel();
+    let first = common::index(channel.path(), &["--zst", "--bz2", "--run-exports"]);
+    assert!(first.status.success(), "{}", common::stderr(&first));
+    let before = common::snapshot(channel.path());
+
+    // Same size and mtime but garbage inside: if the re-run opened the
+    // package it would be left out, so still being listed proves it was not.
+    let package = channel.path().join("noarch/pkg0-1.0-0.tar.bz2");
+    let meta = fs::metadata(&package).unwrap();
+    fs::write(&package, vec![0u8; meta.len() as usize]).unwrap();
+    filetime::set_file_mtime(&package, FileTime::from_last_modification_time(&meta)).unwrap();
+    let mut before = before;
+    before.insert("noarch/pkg0-1.0-0.tar.bz2".into(), (fs::read(&package).unwrap(), meta.modified().unwrap()));
+
+    std::thread::sleep(Duration::from_millis(20));
+    let second = common::index(channel.path(), &["--zst", "--bz2", "--run-exports"]);
+    assert!(second.status.success(), "{}", common::stderr(&second));
+    assert!(common::stdout(&second).contains(": 0 read, 0 left out, 0 files written"), "{}", common::stdout(&second));
+    assert_eq!(common::snapshot(channel.path()), before, "a no-change run modified files");
+}
+
+#[test]
+fn replaced_package_is_reread_and_deleted_one_disappears() {
+    let channel = generated_channel();
+    assert!(common::index(channel.path(), &[]).status.success());
+    let old = repodata(channel.path(), "noarch");
+    let old_sha = old["packages"]["pkg0-1.0-0.tar.bz2"]["sha256"].clone();
+
+    // Different bytes under the same name (another payload seed).
+    let mut spec = PackageSpec::new("pkg0", "1.0", "0", "noarch", Format::TarBz2);
+    spec.seed = 99;
+    spec.depends = vec!["python >=3.9".into()];
+    write_package(&spec, &channel.path().join("noarch")).unwrap();
+    fs::remove_file(channel.path().join("noarch/pkg2-1.0-0.tar.bz2")).unwrap();
+
+    let output = common::index(channel.path(), &[]);
+    assert!(output.status.success());
+    assert!(common::stdout(&output).contains(": 1 read"), "{}", common::stdout(&output));
+    let new = repodata(channel.path(), "noarch");
+    let record = &new["packages"]["pkg0-1.0-0.tar.bz2"];
+    assert_ne!(record["sha256"], old_sha);
+    assert_eq!(record["depends"], serde_json::json!(["python >=3.9"]));
+    assert!(new["packages"].get("pkg2-1.0-0.tar.bz2").is_none());
+    assert!(old["packages"].get("pkg2-1.0-0.tar.bz2").is_some());
+    // The result equals a fresh index of the same files.
+    let fresh = tempfile::tempdir().unwrap();
+    for subdir in ["noarch", "linux-64"] {
+        for entry in fs::read_dir(channel.path().join(subdir)).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().unwrap();
+            if name.ends_with(".conda") || name.ends_with(".tar.bz2") {
+                fs::create_dir_all(fresh.path().join(subdir)).unwrap();
+                fs::copy(entry.path(), fresh.path().join(subdir).join(name)).unwrap();
+            }
+        }
+    }
+    assert!(common::index(fresh.path(), &[]).status.success());
+    for subdir in ["noarch", "linux-64"] {
+        assert_eq!(
+            fs::read(channel.path().join(subdir).join("repodata.json")).unwrap(),
+            fs::read(fresh.path().join(subdir).join("repodata.json")).unwrap()
+        );
+    }
+}
+
+/// A package left out once is remembered as such: the re-run neither opens
+/// it again nor forgets to report it (exit status stays 2).
+#[test]
+fn left_out_packages_stay_reported_without_being_reopened() {
+    let channel = generated_channel();
+    fs::write(channel.path().join("noarch/bad-1.0-0.conda"), b"junk").unwrap();
+    let first = common::index(channel.path(), &[]);
+    assert_eq!(first.status.code(), Some(2));
+    let second = common::index(channel.path(), &[]);
+    assert_eq!(second.status.code(), Some(2));
+    assert!(common::stdout(&second).contains(": 0 read, 1 left out"), "{}", common::stdout(&second));
+    assert!(common::stderr(&second).contains("left out noarch/bad-1.0-0.conda: not a valid ZIP file"));
+}
+
+/// A corrupt cache is not fatal: the packages are read again.
+#[test]
+fn corrupt_cache_is_rebuilt() {
+    let channel = generated_channel();
+    assert!(common::index(channel.path(), &[]).status.success());
+    let expected = fs::read(channel.path().join("noarch/repodata.json")).unwrap();
+    let cache = channel.path().join(artifact_upload_handler::index::cache_path("noarch"));
+    fs::write(&cache, b"{\"version\": 1, \"packages\": {\"x\": ").unwrap();
+    let output = common::index(channel.path(), &[]);
+    assert!(output.status.success());
+    assert!(common::stderr(&output).contains("ignoring corrupt index cache"));
+    assert!(common::stdout(&output).contains(": 2 read"), "{}", common::stdout(&output));
+    assert_eq!(fs::read(channel.path().join("noarch/repodata.json")).unwrap(), expected);
+}
+
+/// A JSON file's compressed copies disappear when the JSON changes without
+/// them being asked for, rather than going stale.
+#[test]
+fn stale_compressed_copies_are_removed() {
+    let channel = generated_channel();
+    assert!(common::index(channel.path(), &["--zst"]).status.success());
+    assert!(channel.path().join("noarch/repodata.json.zst").exists());
+    fs::remove_file(channel.path().join("noarch/pkg0-1.0-0.tar.bz2")).unwrap();
+    assert!(common::index(channel.path(), &[]).status.success());
+    assert!(!channel.path().join("noarch/repodata.json.zst").exists());
+    assert!(channel.path().join("linux-64/repodata.json.zst").exists(), "unchanged subdir keeps its copy");
+}

@@ -1,0 +1,11 @@
+//! One integration-test binary (like uv's `tests/it`): a shared harness in
+//! `common/` and a module per area.
+
+mod common;
+
+mod cli;
+mod crash;
+mod differential;
+mod golden;
+mod incremental;
+mod invalid;
