@@ -137,7 +137,9 @@ fn bench_repodata_json(c: &mut Criterion) {
 fn remove_outputs(root: &Path) {
     for subdir in CHANNEL_SUBDIRS {
         let dir = root.join(subdir);
-        let cache = dir.join(".cache").join("artifact-upload-handler-index.json");
+        let cache = dir
+            .join(".cache")
+            .join("artifact-upload-handler-index.json");
         if cache.exists() {
             fs::remove_file(&cache).expect("remove cache");
         }
@@ -171,7 +173,7 @@ fn bench_index_channel(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("index_channel");
     group.sample_size(10);
-    group.measurement_time(Duration::from_secs(10));
+    group.measurement_time(Duration::from_secs(20));
 
     group.throughput(Throughput::Bytes(total));
     group.bench_function(format!("cold_{CHANNEL_PACKAGES}_packages"), |b| {

@@ -7,6 +7,8 @@
 //! in [`cli`]. [`storage`] is the file-system interface they share, and
 //! [`generate`] makes synthetic packages for tests and benchmarks.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod cli;
 pub mod generate;
 pub mod index;

@@ -243,7 +243,7 @@ mod tests {
     fn strings_escape_like_ensure_ascii() {
         assert_eq!(
             compact(r#""é😀\u0001\u007f/\"\\\n""#),
-            r#""\u00e9\ud83d\ude00\u0001\u007f/\"\\\n""#.replace("\\u007f", "\u{7f}")
+            r#""\u00e9\ud83d\ude00\u0001\u007f/\"\\\n""#
         );
     }
 

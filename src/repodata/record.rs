@@ -31,6 +31,13 @@ pub enum RecordError {
     },
     #[error("info/index.json is not a JSON object")]
     NotAnObject,
+    #[error("{member} nests deeper than {MAX_DEPTH} levels")]
+    TooDeep { member: &'static str },
+    #[error("{member} has a number too large for JSON clients: {number}")]
+    NumberOutOfRange {
+        member: &'static str,
+        number: String,
+    },
 }
 
 impl RecordError {
@@ -79,10 +86,75 @@ pub fn normalise_run_exports(raw: Option<&[u8]>) -> Result<String, RecordError> 
     Ok(compact(&value))
 }
 
+/// Deepest nesting accepted. conda-index copes with a few hundred levels
+/// (serde_json's default stops at 128); the cap keeps hostile input from
+/// exhausting the stack.
+pub const MAX_DEPTH: usize = 400;
+
 fn parse(member: &'static str, bytes: &[u8]) -> Result<Value, RecordError> {
     // Python's json.loads on bytes accepts a UTF-8 byte-order mark.
     let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
-    serde_json::from_slice(bytes).map_err(|source| RecordError::InvalidJson { member, source })
+    if nesting_depth(bytes) > MAX_DEPTH {
+        return Err(RecordError::TooDeep { member });
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    deserializer.disable_recursion_limit();
+    let value = serde::Deserialize::deserialize(&mut deserializer)
+        .and_then(|value| deserializer.end().map(|()| value))
+        .map_err(|source| RecordError::InvalidJson { member, source })?;
+    check_numbers(member, &value)?;
+    Ok(value)
+}
+
+/// Maximum bracket nesting of a JSON text, ignoring brackets inside strings.
+fn nesting_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Python reads `1e400` as infinity and writes `Infinity`, which is not
+/// JSON: a strict client would reject the whole subdir. conda-index crashes
+/// on it; we leave the package out.
+fn check_numbers(member: &'static str, value: &Value) -> Result<(), RecordError> {
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::Number(n) => {
+                let text = n.to_string();
+                if text.contains(['.', 'e', 'E']) && !text.parse::<f64>().is_ok_and(f64::is_finite)
+                {
+                    return Err(RecordError::NumberOutOfRange {
+                        member,
+                        number: text,
+                    });
+                }
+            }
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.values()),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn is_falsy(value: &Value) -> bool {
@@ -133,6 +205,26 @@ mod tests {
             Err(RecordError::NotAnObject)
         ));
         assert!(build_record(b"{", &digests()).is_err());
+    }
+
+    #[test]
+    fn nesting_and_number_limits() {
+        let deep = |n: usize| format!("{{\"name\":{}{}}}", "[".repeat(n), "]".repeat(n));
+        assert!(build_record(deep(MAX_DEPTH - 1).as_bytes(), &digests()).is_ok());
+        assert!(matches!(
+            build_record(deep(MAX_DEPTH).as_bytes(), &digests()),
+            Err(RecordError::TooDeep { .. })
+        ));
+        assert!(build_record(br#"{"a":"[[[[[[","b":1}"#, &digests()).is_ok());
+        assert!(matches!(
+            build_record(br#"{"a":[1e400]}"#, &digests()),
+            Err(RecordError::NumberOutOfRange { .. })
+        ));
+        assert!(build_record(
+            br#"{"a":1e308,"b":123456789012345678901234567890}"#,
+            &digests()
+        )
+        .is_ok());
     }
 
     #[test]

@@ -8,10 +8,22 @@ use crate::common;
 
 #[test]
 fn help_explains_the_index_command() {
-    let output = Command::new(common::bin()).args(["index", "--help"]).output().unwrap();
+    let output = Command::new(common::bin())
+        .args(["index", "--help"])
+        .output()
+        .unwrap();
     assert!(output.status.success());
     let help = common::stdout(&output);
-    for text in ["--zst", "--bz2", "--run-exports", "--no-compact", "--subdir", "--indexer", "--conda-exe", "Exit status"] {
+    for text in [
+        "--zst",
+        "--bz2",
+        "--run-exports",
+        "--no-compact",
+        "--subdir",
+        "--indexer",
+        "--conda-exe",
+        "Exit status",
+    ] {
         assert!(help.contains(text), "help lacks {text}:\n{help}");
     }
 }
@@ -31,10 +43,16 @@ fn example_channel_reproduces_its_committed_metadata() {
     let after = common::snapshot(copy.path());
     for (path, (bytes, _)) in &before {
         if path.ends_with(".json") {
-            assert_eq!(&after[path].0, bytes, "{path} differs from the committed one");
+            assert_eq!(
+                &after[path].0, bytes,
+                "{path} differs from the committed one"
+            );
         }
     }
-    assert!(before.keys().any(|p| p.ends_with(".conda")) && before.keys().any(|p| p.ends_with(".tar.bz2")));
+    assert!(
+        before.keys().any(|p| p.ends_with(".conda"))
+            && before.keys().any(|p| p.ends_with(".tar.bz2"))
+    );
 }
 
 #[test]
@@ -45,18 +63,32 @@ fn subdir_option_limits_the_run() {
     assert!(channel.path().join("win-64/repodata.json").exists());
     assert!(!channel.path().join("osx-64/repodata.json").exists());
     assert!(!channel.path().join("linux-64/repodata.json").exists());
-    assert!(common::stdout(&output).contains("indexed 2 packages in 1 subdirs"), "{}", common::stdout(&output));
+    assert!(
+        common::stdout(&output).contains("indexed 2 packages in 1 subdirs"),
+        "{}",
+        common::stdout(&output)
+    );
 }
 
 #[test]
 fn no_compact_matches_golden_content() {
     let channel = common::channel_copy("conda-index-hotfix");
-    assert!(common::index(channel.path(), &["--no-compact"]).status.success());
+    assert!(common::index(channel.path(), &["--no-compact"])
+        .status
+        .success());
     let ours = fs::read_to_string(channel.path().join("osx-64/repodata.json")).unwrap();
-    assert!(ours.starts_with("{\n  \"info\": {\n    \"subdir\": \"osx-64\"\n  },\n") && ours.ends_with("}\n"));
-    let golden: serde_json::Value =
-        serde_json::from_slice(&fs::read(common::golden().join("conda-index-hotfix/osx-64/repodata.json")).unwrap()).unwrap();
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&ours).unwrap(), golden);
+    assert!(
+        ours.starts_with("{\n  \"info\": {\n    \"subdir\": \"osx-64\"\n  },\n")
+            && ours.ends_with("}\n")
+    );
+    let golden: serde_json::Value = serde_json::from_slice(
+        &fs::read(common::golden().join("conda-index-hotfix/osx-64/repodata.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&ours).unwrap(),
+        golden
+    );
 }
 
 #[test]
@@ -72,8 +104,17 @@ fn conda_fallback_runs_conda_index_end_to_end() {
         .unwrap();
     assert!(output.status.success(), "{}", common::stderr(&output));
     let golden = common::golden().join("conda-format-repo/linux-64/repodata.json");
-    assert_eq!(fs::read(channel.path().join("linux-64/repodata.json")).unwrap(), fs::read(golden).unwrap());
-    assert!(!channel.path().join("linux-64/.cache/artifact-upload-handler-index.json").exists(), "the native indexer ran");
+    assert_eq!(
+        fs::read(channel.path().join("linux-64/repodata.json")).unwrap(),
+        fs::read(golden).unwrap()
+    );
+    assert!(
+        !channel
+            .path()
+            .join("linux-64/.cache/artifact-upload-handler-index.json")
+            .exists(),
+        "the native indexer ran"
+    );
 }
 
 #[test]
@@ -85,12 +126,26 @@ fn conda_fallback_reports_failures() {
         .output()
         .unwrap();
     assert_eq!(failing.status.code(), Some(1));
-    assert!(common::stderr(&failing).contains("index exited with status 1"), "{}", common::stderr(&failing));
+    assert!(
+        common::stderr(&failing).contains("index exited with status 1"),
+        "{}",
+        common::stderr(&failing)
+    );
     let missing = Command::new(common::bin())
-        .args(["index", "--indexer", "conda", "--conda-exe", "/nonexistent/conda"])
+        .args([
+            "index",
+            "--indexer",
+            "conda",
+            "--conda-exe",
+            "/nonexistent/conda",
+        ])
         .arg(channel.path())
         .output()
         .unwrap();
     assert_eq!(missing.status.code(), Some(1));
-    assert!(common::stderr(&missing).contains("cannot run /nonexistent/conda"), "{}", common::stderr(&missing));
+    assert!(
+        common::stderr(&missing).contains("cannot run /nonexistent/conda"),
+        "{}",
+        common::stderr(&missing)
+    );
 }

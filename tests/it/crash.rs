@@ -215,6 +215,21 @@ fn check_repodata(doc: &Value, subdir: &str, known: &Known, what: &str) {
     }
 }
 
+/// The bytes of every metadata and cache file, to tell whether a killed run
+/// got as far as writing any.
+fn metadata_state(channel: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
+    let mut state = BTreeMap::new();
+    for subdir in SUBDIRS {
+        let cache = cache_path(subdir);
+        let names = METADATA.iter().map(|name| format!("{subdir}/{name}"));
+        for path in names.chain([cache]) {
+            let bytes = fs::read(channel.join(&path)).ok();
+            state.insert(path, bytes);
+        }
+    }
+    state
+}
+
 /// Runs the indexer as a child and kills it after `delay` (unless it has
 /// finished); returns whether the kill interrupted it.
 fn run_and_kill(channel: &Path, delay: Duration) -> bool {
@@ -262,31 +277,40 @@ fn sigkill_never_leaves_partial_repodata() {
     let cold = timed_run(channel.path());
     check_consistent(channel.path(), &known, "baseline");
 
-    // How long an uninterrupted incremental run takes; the kills are spread
-    // over that span (and a little past it, to include the final rename).
+    // How long an uninterrupted incremental run (a few packages added, one
+    // deleted) takes.
     modify(channel.path(), 0, &mut known);
     let run = timed_run(channel.path());
     check_consistent(channel.path(), &known, "measured run");
-    let span = run.mul_f64(1.2);
 
-    let mut interrupted = 0;
+    // Each killed run leaves more to read for the next (its cache was not
+    // written), so later runs last longer than the measured one: spread the
+    // kills over twice its duration so that some runs also complete.
+    let span = run.mul_f64(2.0);
+    let mut outcomes = BTreeMap::<&str, usize>::new();
     for round in 1..=ITERATIONS {
         modify(channel.path(), round, &mut known);
         let delay = span.mul_f64((round - 1) as f64 / (ITERATIONS - 1) as f64);
-        if run_and_kill(channel.path(), delay) {
-            interrupted += 1;
-        }
+        let before = metadata_state(channel.path());
+        let killed = run_and_kill(channel.path(), delay);
+        let changed = metadata_state(channel.path()) != before;
+        let outcome = match (killed, changed) {
+            (false, _) => "completed",
+            (true, false) => "killed before writing",
+            (true, true) => "killed after writing some files",
+        };
+        eprintln!("round {round}: delay {delay:?}: {outcome}");
+        *outcomes.entry(outcome).or_default() += 1;
         check_consistent(
             channel.path(),
             &known,
-            &format!("after the kill in round {round} ({delay:?} in)"),
+            &format!("after round {round} ({outcome}, {delay:?} in)"),
         );
     }
-    eprintln!(
-        "cold index {cold:?}, incremental run {run:?}; {interrupted} of {ITERATIONS} runs killed mid-way"
-    );
+    eprintln!("cold index {cold:?}, incremental run {run:?}; {outcomes:?}");
     assert!(
-        interrupted > 0,
+        outcomes.contains_key("killed before writing")
+            || outcomes.contains_key("killed after writing some files"),
         "no run was interrupted; the kill timing is off"
     );
 

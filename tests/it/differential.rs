@@ -20,7 +20,7 @@ use artifact_upload_handler::generate::{
 };
 use serde_json::json;
 
-use crate::common::{bz2_decompress, copy_tree, index, run_oracle, stderr, zst_decompress};
+use crate::common::{self, bz2_decompress, copy_tree, index, run_oracle, stderr, zst_decompress};
 
 /// The metadata files both indexers must write identically in each subdir.
 const OUTPUTS: [&str; 3] = [
@@ -69,7 +69,14 @@ fn odd_packages() -> Vec<PackageSpec> {
 
     // Numbers: floats in every spelling Python re-renders with repr, and
     // integers beyond 2^53 that a f64 would round.
-    let numbers = r#"{"name":"odd-numbers","version":"2.0","build":"h2_1","build_number":1,"subdir":"linux-64","depends":[],"timestamp":1700000000123,"f_1e16":1e16,"f_1E16":1E16,"f_1e-7":1e-7,"f_0.1":0.1,"f_1.0":1.0,"f_-0.0":-0.0,"f_1.5e300":1.5e300,"f_123456789.123":123456789.123,"f_1e15":1e15,"f_1e22":1e22,"f_0.0001":0.0001,"f_0.00001":0.00001,"f_2.5E-5":2.5E-5,"f_1E+2":1E+2,"f_1e0":1e0,"f_0e0":0e0,"f_-1.25":-1.25,"f_big_mantissa":12345678901234567.0,"f_max":1.7976931348623157e308,"f_min_sub":5e-324,"f_long":3.141592653589793238462643383279,"f_0.30000000000000004":0.30000000000000004,"f_100.0":100.0,"i_2^53+1":9007199254740993,"i_30_digits":123456789012345678901234567890,"i_-0":-0,"i_-2^53-1":-9007199254740993,"i_0":0,"i_u64_max":18446744073709551615,"i_u64_max+1":18446744073709551616,"i_-2^63-1":-9223372036854775809,"list":[1,1.0,-0,-0.0,1e16,9007199254740993]}"#;
+    //
+    // Left out because conda-index 0.13.0 itself fails on them (the whole
+    // run exits 1, so there is nothing to compare): floats that overflow to
+    // infinity (`1e400`, a 400-digit mantissa) and `NaN`/`Infinity`, which
+    // Python re-dumps as `Infinity` and SQLite's json() then rejects
+    // ("malformed JSON"); integers of more than 4300 digits (Python 3.11's
+    // int-string limit raises ValueError).
+    let numbers = r#"{"name":"odd-numbers","version":"2.0","build":"h2_1","build_number":1,"subdir":"linux-64","depends":[],"timestamp":1700000000123,"f_1e16":1e16,"f_1E16":1E16,"f_1e-7":1e-7,"f_0.1":0.1,"f_1.0":1.0,"f_-0.0":-0.0,"f_1.5e300":1.5e300,"f_123456789.123":123456789.123,"f_1e15":1e15,"f_1e22":1e22,"f_0.0001":0.0001,"f_0.00001":0.00001,"f_2.5E-5":2.5E-5,"f_1E+2":1E+2,"f_1e0":1e0,"f_0e0":0e0,"f_-1.25":-1.25,"f_big_mantissa":12345678901234567.0,"f_max":1.7976931348623157e308,"f_min_sub":5e-324,"f_long":3.141592653589793238462643383279,"f_0.30000000000000004":0.30000000000000004,"f_100.0":100.0,"f_1e23":1e23,"f_2^53+1.0":9007199254740993.0,"f_0.1e1":0.1e1,"f_max_rounds":1.7976931348623158e308,"f_min_normal":2.2250738585072014e-308,"f_sub":2.2250738585072011e-308,"f_4.9e-324":4.9e-324,"f_123e-2":123e-2,"f_-1e-400":-1e-400,"f_400_zeros":0.0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000001,"i_2^53+1":9007199254740993,"i_30_digits":123456789012345678901234567890,"i_-0":-0,"i_-2^53-1":-9007199254740993,"i_0":0,"i_u64_max":18446744073709551615,"i_u64_max+1":18446744073709551616,"i_-2^63-1":-9223372036854775809,"list":[1,1.0,-0,-0.0,1e16,9007199254740993]}"#;
     for format in [Format::TarBz2, Format::Conda] {
         specs.push(raw(
             "odd-numbers",
@@ -189,6 +196,9 @@ fn run_exports_packages() -> Vec<PackageSpec> {
         Format::TarBz2,
         "{\r\n  \"strong\" : [ \"x >=1\" ] ,\n\t\"weak\":[]\r\n}\r\n",
     ));
+    // Not here: a UTF-8 byte-order mark before run_exports.json. conda-index
+    // hands those raw bytes to SQLite's json(), which rejects them
+    // ("malformed JSON") and the whole run fails.
     // Falsy documents: written as `{}` by conda-index (`or {}`).
     specs.push(with_text("rx-empty-obj", "noarch", Format::TarBz2, "{}"));
     specs.push(with_text("rx-empty-list", "noarch", Format::Conda, "[]"));
@@ -258,8 +268,8 @@ fn read(path: &Path) -> Vec<u8> {
 
 /// `name.zst` / `name.bz2` exist when asked for and decompress to `json`.
 fn check_compressed_copies(dir: &Path, name: &str, json: &[u8], flags: &[&str]) {
-    let copies: [(&str, fn(&[u8]) -> Vec<u8>); 2] =
-        [("--zst", zst_decompress), ("--bz2", bz2_decompress)];
+    type Decompress = fn(&[u8]) -> Vec<u8>;
+    let copies: [(&str, Decompress); 2] = [("--zst", zst_decompress), ("--bz2", bz2_decompress)];
     for (flag, decompress) in copies {
         if !flags.contains(&flag) {
             continue;
@@ -355,42 +365,129 @@ fn generated_channel_matches_conda_index() {
     );
 }
 
+// The tests below cover legal JSON that conda-index 0.13.0 indexes but that
+// a stock `serde_json` parse refuses (so the package was left out when they
+// were written). They are kept apart from the tests above so that each
+// names one difference.
+
+/// Indexes a small channel of `specs` (noarch and linux-64) both ways.
+fn compare_small_channel(specs: &[PackageSpec]) {
+    let channel = tempfile::tempdir().unwrap();
+    write_channel(channel.path(), specs, &["noarch", "linux-64"]);
+    compare_with_oracle(
+        channel.path(),
+        &["noarch", "linux-64"],
+        &["--zst", "--bz2", "--run-exports"],
+    );
+}
+
+fn index_json_with(name: &str, subdir: &str, extra: &str) -> String {
+    format!(
+        r#"{{"name":"{name}","version":"1.0","build":"h0_0","build_number":0,"subdir":"{subdir}","depends":[],{extra}}}"#
+    )
+}
+
+/// Deliberate difference: `\ud800`-style escapes that do not form a pair.
+/// Python decodes them to lone surrogates and conda-index writes them back,
+/// but such a string is not Unicode, and strict JSON clients (rattler, pixi,
+/// anything serde-based) then fail to parse the whole subdir's repodata. We
+/// leave the package out with a warning instead.
 #[test]
-#[ignore]
-fn probe() {
-    let depth = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
-    let cases: Vec<(&str, String)> = vec![
-        ("lone-surrogate", r#""\ud800""#.to_string()),
-        ("lone-low", r#""\udc00x""#.to_string()),
-        ("nul", r#""a\u0000b""#.to_string()),
-        ("inf", "1e400".to_string()),
-        ("neg-tiny", "-1e-400".to_string()),
-        ("nan", "NaN".to_string()),
-        ("depth127", depth(127)),
-        ("depth130", depth(130)),
-        ("depth500", depth(500)),
-        ("bigint5000", "1".repeat(5000)),
-        ("u2028", "\"\u{2028}\u{ffff}\u{10ffff}\"".to_string()),
-        ("bigexp", "1e99999999999999999999".to_string()),
-        ("bigfloatdigits", format!("0.{}1", "0".repeat(400))),
-        ("longmantissa", format!("{}.5", "9".repeat(400))),
+fn lone_surrogate_escapes_are_left_out() {
+    let channel = tempfile::tempdir().unwrap();
+    let text = index_json_with(
+        "lone-surrogates",
+        "noarch",
+        r#""high":"\ud800","low":"x\udc00y""#,
+    );
+    let mut rx = raw(
+        "lone-rx",
+        "1.0",
+        "h0_0",
+        "noarch",
+        Format::Conda,
+        &index_json_with("lone-rx", "noarch", r#""x":1"#),
+    );
+    rx.extra_info_members.push(Member::file(
+        "info/run_exports.json",
+        br#"{"weak":["\ud800 >=1"]}"#.to_vec(),
+    ));
+    let specs = vec![
+        raw(
+            "lone-surrogates",
+            "1.0",
+            "h0_0",
+            "noarch",
+            Format::TarBz2,
+            &text,
+        ),
+        rx,
+        raw(
+            "fine",
+            "1.0",
+            "h0_0",
+            "noarch",
+            Format::Conda,
+            &index_json_with("fine", "noarch", r#""x":1"#),
+        ),
     ];
-    for (label, value) in cases {
-        let channel = tempfile::tempdir().unwrap();
-        let text = format!(r#"{{"name":"p","version":"1","build":"0","build_number":0,"subdir":"noarch","depends":[],"x":{value}}}"#);
-        write_channel(channel.path(), &[raw("p", "1", "0", "noarch", Format::TarBz2, &text)], &["noarch"]);
-        let o = tempfile::tempdir().unwrap();
-        let u = tempfile::tempdir().unwrap();
-        copy_tree(channel.path(), o.path());
-        copy_tree(channel.path(), u.path());
-        let (script, venv) = crate::common::oracle();
-        let out = std::process::Command::new("bash").arg(script).arg(o.path()).env("ORACLE_VENV", venv).output().unwrap();
-        let ours = index(u.path(), &[]);
-        let a = fs::read(o.path().join("noarch/repodata.json")).unwrap_or_default();
-        let b = fs::read(u.path().join("noarch/repodata.json")).unwrap_or_default();
-        let cut = |v: &[u8]| { let s = String::from_utf8_lossy(v).into_owned(); if s.len() > 400 { format!("{}...", &s[..400]) } else { s } };
-        eprintln!("=== {label}: same={} oracle status {} ours status {}\noracle: {}\nours:   {}\noracle stderr tail: {}\nours stderr: {}",
-            a == b, out.status, ours.status, cut(&a), cut(&b),
-            String::from_utf8_lossy(&out.stderr).lines().rev().take(3).collect::<Vec<_>>().join(" | "), stderr(&ours).trim());
+    write_channel(channel.path(), &specs, &["noarch"]);
+    let output = common::index(channel.path(), &["--run-exports"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = common::stderr(&output);
+    assert!(
+        stderr.contains(
+            "left out noarch/lone-surrogates-1.0-h0_0.tar.bz2: info/index.json is not valid JSON"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "left out noarch/lone-rx-1.0-h0_0.conda: info/run_exports.json is not valid JSON"
+        ),
+        "{stderr}"
+    );
+    let repodata: serde_json::Value =
+        serde_json::from_slice(&read(&channel.path().join("noarch/repodata.json"))).unwrap();
+    assert_eq!(
+        repodata["packages.conda"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["fine-1.0-h0_0.conda"]
+    );
+    assert_eq!(repodata["packages"], serde_json::json!({}));
+}
+
+/// Nesting deeper than serde_json's default limit of 128. conda-index
+/// handles at least 450 levels (at 500 its process pool fails pickling the
+/// record with a RecursionError, so that depth is not compared).
+#[test]
+fn deep_nesting_matches_conda_index() {
+    let arrays = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    let objects = |n: usize| format!("{}1{}", r#"{"a":"#.repeat(n), "}".repeat(n));
+    let mut specs = Vec::new();
+    for (name, value) in [
+        ("deep-arrays-130", arrays(130)),
+        ("deep-arrays-300", arrays(300)),
+        ("deep-objects-200", objects(200)),
+    ] {
+        let text = index_json_with(name, "noarch", &format!(r#""deep":{value}"#));
+        specs.push(raw(name, "1.0", "h0_0", "noarch", Format::TarBz2, &text));
     }
+    let mut spec = raw(
+        "deep-rx",
+        "1.0",
+        "h0_0",
+        "linux-64",
+        Format::TarBz2,
+        &index_json_with("deep-rx", "linux-64", r#""x":1"#),
+    );
+    spec.extra_info_members.push(Member::file(
+        "info/run_exports.json",
+        format!(r#"{{"weak":{}}}"#, arrays(130)).into_bytes(),
+    ));
+    specs.push(spec);
+    compare_small_channel(&specs);
 }

@@ -10,9 +10,18 @@ use crate::common::{self, bz2_decompress, zst_decompress};
 /// Channels holding packages conda-index cannot read; we leave those out
 /// (exit status 2) and must still match its output without them.
 const WITH_BAD_PACKAGES: [(&str, &[&str]); 3] = [
-    ("conda-index-corrupt", &["noarch/bad_package.tar.bz2", "noarch/another_bad_package.conda"]),
+    (
+        "conda-index-corrupt",
+        &[
+            "noarch/bad_package.tar.bz2",
+            "noarch/another_bad_package.conda",
+        ],
+    ),
     ("conda-verify", &["linux-64/testfile-0.0.38-py36_0.tar.bz2"]),
-    ("rattler", &["linux-64/ca-certificates-2024.7.4-hbcca054_0.conda"]),
+    (
+        "rattler",
+        &["linux-64/ca-certificates-2024.7.4-hbcca054_0.conda"],
+    ),
 ];
 
 fn channel_names() -> Vec<String> {
@@ -31,11 +40,22 @@ fn every_fixture_channel_matches_conda_index() {
     for name in names {
         let channel = common::channel_copy(&name);
         let output = common::index(channel.path(), &["--zst", "--bz2", "--run-exports"]);
-        let bad = WITH_BAD_PACKAGES.iter().find(|(n, _)| *n == name).map(|(_, files)| *files);
+        let bad = WITH_BAD_PACKAGES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, files)| *files);
         let expected_status = if bad.is_some() { 2 } else { 0 };
-        assert_eq!(output.status.code(), Some(expected_status), "{name}: {}", common::stderr(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(expected_status),
+            "{name}: {}",
+            common::stderr(&output)
+        );
         for file in bad.unwrap_or_default() {
-            assert!(common::stderr(&output).contains(&format!("left out {file}")), "{name}: no warning for {file}");
+            assert!(
+                common::stderr(&output).contains(&format!("left out {file}")),
+                "{name}: no warning for {file}"
+            );
         }
         compare_with_golden(&name, channel.path());
     }
@@ -49,7 +69,8 @@ fn compare_with_golden(name: &str, ours: &Path) {
         for file in fs::read_dir(golden.join(&subdir)).unwrap() {
             let file = file.unwrap().file_name().into_string().unwrap();
             let expected = fs::read(golden.join(&subdir).join(&file)).unwrap();
-            let actual = fs::read(ours.join(&subdir).join(&file)).unwrap_or_else(|e| panic!("{name}/{subdir}/{file}: {e}"));
+            let actual = fs::read(ours.join(&subdir).join(&file))
+                .unwrap_or_else(|e| panic!("{name}/{subdir}/{file}: {e}"));
             let (expected, actual) = match file.rsplit_once('.') {
                 Some((_, "zst")) => (zst_decompress(&expected), zst_decompress(&actual)),
                 Some((_, "bz2")) => (bz2_decompress(&expected), bz2_decompress(&actual)),
@@ -73,11 +94,23 @@ fn compressed_copies_hold_the_json_bytes() {
     let output = common::index(channel.path(), &["--zst", "--bz2", "--run-exports"]);
     assert!(output.status.success());
     for subdir in ["linux-64", "noarch", "osx-64", "win-32", "win-64"] {
-        for json in ["repodata.json", "repodata_from_packages.json", "run_exports.json"] {
+        for json in [
+            "repodata.json",
+            "repodata_from_packages.json",
+            "run_exports.json",
+        ] {
             let dir = channel.path().join(subdir);
             let bytes = fs::read(dir.join(json)).unwrap();
-            assert_eq!(zst_decompress(&fs::read(dir.join(format!("{json}.zst"))).unwrap()), bytes, "{subdir}/{json}.zst");
-            assert_eq!(bz2_decompress(&fs::read(dir.join(format!("{json}.bz2"))).unwrap()), bytes, "{subdir}/{json}.bz2");
+            assert_eq!(
+                zst_decompress(&fs::read(dir.join(format!("{json}.zst"))).unwrap()),
+                bytes,
+                "{subdir}/{json}.zst"
+            );
+            assert_eq!(
+                bz2_decompress(&fs::read(dir.join(format!("{json}.bz2"))).unwrap()),
+                bytes,
+                "{subdir}/{json}.bz2"
+            );
         }
     }
 }
@@ -95,12 +128,21 @@ fn cep_26_subdirs_beyond_condas_list_are_indexed() {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .filter(|n| n.ends_with(".conda") || n.ends_with(".tar.bz2"))
             .collect();
-        let repodata: serde_json::Value =
-            serde_json::from_slice(&fs::read(channel.path().join(subdir).join("repodata.json")).unwrap()).unwrap();
+        let repodata: serde_json::Value = serde_json::from_slice(
+            &fs::read(channel.path().join(subdir).join("repodata.json")).unwrap(),
+        )
+        .unwrap();
         assert_eq!(repodata["info"]["subdir"], subdir);
         for package in &packages {
-            let section = if package.ends_with(".conda") { "packages.conda" } else { "packages" };
-            assert!(repodata[section].get(package).is_some(), "{subdir}/{package} missing");
+            let section = if package.ends_with(".conda") {
+                "packages.conda"
+            } else {
+                "packages"
+            };
+            assert!(
+                repodata[section].get(package).is_some(),
+                "{subdir}/{package} missing"
+            );
         }
         assert!(!packages.is_empty());
     }
@@ -116,5 +158,13 @@ fn plain_run_writes_only_json() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, [".cache", "_r-mutex-1.0.1-anacondar_1.tar.bz2", "repodata.json", "repodata_from_packages.json"]);
+    assert_eq!(
+        names,
+        [
+            ".cache",
+            "_r-mutex-1.0.1-anacondar_1.tar.bz2",
+            "repodata.json",
+            "repodata_from_packages.json"
+        ]
+    );
 }

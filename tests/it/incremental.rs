@@ -16,7 +16,10 @@ fn repodata(dir: &Path, subdir: &str) -> serde_json::Value {
 
 fn generated_channel() -> tempfile::TempDir {
     let channel = tempfile::tempdir().unwrap();
-    for (i, format) in [Format::TarBz2, Format::Conda, Format::TarBz2, Format::Conda].into_iter().enumerate() {
+    for (i, format) in [Format::TarBz2, Format::Conda, Format::TarBz2, Format::Conda]
+        .into_iter()
+        .enumerate()
+    {
         let subdir = if i % 2 == 0 { "noarch" } else { "linux-64" };
         let spec = PackageSpec::new(format!("pkg{i}"), "1.0", "0", subdir, format);
         write_package(&spec, &channel.path().join(subdir)).unwrap();
@@ -38,13 +41,24 @@ fn no_change_rewrites_nothing_and_opens_nothing() {
     fs::write(&package, vec![0u8; meta.len() as usize]).unwrap();
     filetime::set_file_mtime(&package, FileTime::from_last_modification_time(&meta)).unwrap();
     let mut before = before;
-    before.insert("noarch/pkg0-1.0-0.tar.bz2".into(), (fs::read(&package).unwrap(), meta.modified().unwrap()));
+    before.insert(
+        "noarch/pkg0-1.0-0.tar.bz2".into(),
+        (fs::read(&package).unwrap(), meta.modified().unwrap()),
+    );
 
     std::thread::sleep(Duration::from_millis(20));
     let second = common::index(channel.path(), &["--zst", "--bz2", "--run-exports"]);
     assert!(second.status.success(), "{}", common::stderr(&second));
-    assert!(common::stdout(&second).contains(": 0 read, 0 left out, 0 files written"), "{}", common::stdout(&second));
-    assert_eq!(common::snapshot(channel.path()), before, "a no-change run modified files");
+    assert!(
+        common::stdout(&second).contains(": 0 read, 0 left out, 0 files written"),
+        "{}",
+        common::stdout(&second)
+    );
+    assert_eq!(
+        common::snapshot(channel.path()),
+        before,
+        "a no-change run modified files"
+    );
 }
 
 #[test]
@@ -63,7 +77,11 @@ fn replaced_package_is_reread_and_deleted_one_disappears() {
 
     let output = common::index(channel.path(), &[]);
     assert!(output.status.success());
-    assert!(common::stdout(&output).contains(": 1 read"), "{}", common::stdout(&output));
+    assert!(
+        common::stdout(&output).contains(": 1 read"),
+        "{}",
+        common::stdout(&output)
+    );
     let new = repodata(channel.path(), "noarch");
     let record = &new["packages"]["pkg0-1.0-0.tar.bz2"];
     assert_ne!(record["sha256"], old_sha);
@@ -101,8 +119,14 @@ fn left_out_packages_stay_reported_without_being_reopened() {
     assert_eq!(first.status.code(), Some(2));
     let second = common::index(channel.path(), &[]);
     assert_eq!(second.status.code(), Some(2));
-    assert!(common::stdout(&second).contains(": 0 read, 1 left out"), "{}", common::stdout(&second));
-    assert!(common::stderr(&second).contains("left out noarch/bad-1.0-0.conda: not a valid ZIP file"));
+    assert!(
+        common::stdout(&second).contains(": 0 read, 1 left out"),
+        "{}",
+        common::stdout(&second)
+    );
+    assert!(
+        common::stderr(&second).contains("left out noarch/bad-1.0-0.conda: not a valid ZIP file")
+    );
 }
 
 /// A corrupt cache is not fatal: the packages are read again.
@@ -111,13 +135,22 @@ fn corrupt_cache_is_rebuilt() {
     let channel = generated_channel();
     assert!(common::index(channel.path(), &[]).status.success());
     let expected = fs::read(channel.path().join("noarch/repodata.json")).unwrap();
-    let cache = channel.path().join(artifact_upload_handler::index::cache_path("noarch"));
+    let cache = channel
+        .path()
+        .join(artifact_upload_handler::index::cache_path("noarch"));
     fs::write(&cache, b"{\"version\": 1, \"packages\": {\"x\": ").unwrap();
     let output = common::index(channel.path(), &[]);
     assert!(output.status.success());
     assert!(common::stderr(&output).contains("ignoring corrupt index cache"));
-    assert!(common::stdout(&output).contains(": 2 read"), "{}", common::stdout(&output));
-    assert_eq!(fs::read(channel.path().join("noarch/repodata.json")).unwrap(), expected);
+    assert!(
+        common::stdout(&output).contains(": 2 read"),
+        "{}",
+        common::stdout(&output)
+    );
+    assert_eq!(
+        fs::read(channel.path().join("noarch/repodata.json")).unwrap(),
+        expected
+    );
 }
 
 /// A JSON file's compressed copies disappear when the JSON changes without
@@ -130,5 +163,8 @@ fn stale_compressed_copies_are_removed() {
     fs::remove_file(channel.path().join("noarch/pkg0-1.0-0.tar.bz2")).unwrap();
     assert!(common::index(channel.path(), &[]).status.success());
     assert!(!channel.path().join("noarch/repodata.json.zst").exists());
-    assert!(channel.path().join("linux-64/repodata.json.zst").exists(), "unchanged subdir keeps its copy");
+    assert!(
+        channel.path().join("linux-64/repodata.json.zst").exists(),
+        "unchanged subdir keeps its copy"
+    );
 }

@@ -20,14 +20,27 @@ fn repodata(dir: &Path, subdir: &str) -> serde_json::Value {
 #[test]
 fn shared_invalid_fixtures() {
     let channel = tempfile::tempdir().unwrap();
-    common::copy_tree(&common::fixtures().join("invalid"), &channel.path().join("noarch"));
+    common::copy_tree(
+        &common::fixtures().join("invalid"),
+        &channel.path().join("noarch"),
+    );
     let output = common::index(channel.path(), &["--run-exports"]);
     assert_eq!(output.status.code(), Some(2), "{}", common::stderr(&output));
     let stderr = common::stderr(&output);
-    assert!(stderr.contains("left out noarch/a.tar.bz2: no info/index.json in the package"), "{stderr}");
-    assert!(stderr.contains("left out noarch/test_-file.tar.bz2: corrupt or truncated compressed data"), "{stderr}");
+    assert!(
+        stderr.contains("left out noarch/a.tar.bz2: no info/index.json in the package"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("left out noarch/test_-file.tar.bz2: corrupt or truncated compressed data"),
+        "{stderr}"
+    );
     let repodata = repodata(channel.path(), "noarch");
-    let conda: Vec<&String> = repodata["packages.conda"].as_object().unwrap().keys().collect();
+    let conda: Vec<&String> = repodata["packages.conda"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
     assert_eq!(
         conda,
         [
@@ -39,7 +52,10 @@ fn shared_invalid_fixtures() {
         ]
     );
     assert_eq!(repodata["packages"], serde_json::json!({}));
-    assert_eq!(repodata["packages.conda"]["dotslash-test-1.0.0-0.conda"]["name"], "dotslash-test");
+    assert_eq!(
+        repodata["packages.conda"]["dotslash-test-1.0.0-0.conda"]["name"],
+        "dotslash-test"
+    );
     assert!(common::stdout(&output).contains("2 left out"));
 }
 
@@ -61,7 +77,11 @@ fn raw_tar_bz2(dir: &Path, file_name: &str, members: &[(&str, tar::EntryType, &[
         }
         header.set_path(path).unwrap();
         header.set_cksum();
-        let data: &[u8] = if *kind == tar::EntryType::Symlink { &[] } else { data };
+        let data: &[u8] = if *kind == tar::EntryType::Symlink {
+            &[]
+        } else {
+            data
+        };
         builder.append(&header, data).unwrap();
     }
     let tar = builder.into_inner().unwrap();
@@ -95,14 +115,32 @@ fn hostile_and_broken_packages_are_left_out_with_reasons() {
     let mut broken = spec("brokenjson", Format::TarBz2);
     broken.index_json_raw = Some(b"{\"name\": ".to_vec());
     write_package(&broken, &noarch).unwrap();
+    // A float Python would turn into `Infinity`, which is not JSON.
+    let mut infinite = spec("infinite", Format::Conda);
+    infinite.index_json_raw =
+        Some(br#"{"name":"infinite","version":"1.0","build":"0","x":1e400}"#.to_vec());
+    write_package(&infinite, &noarch).unwrap();
     // info/index.json as a symlink out of the package.
-    raw_tar_bz2(&noarch, "symlinked-1.0-0.tar.bz2", &[("info/index.json", tar::EntryType::Symlink, b"")]);
+    raw_tar_bz2(
+        &noarch,
+        "symlinked-1.0-0.tar.bz2",
+        &[("info/index.json", tar::EntryType::Symlink, b"")],
+    );
     // A tiny archive whose index.json expands to 17 MiB.
     let mut huge = b"{\"name\": \"".to_vec();
     huge.resize(17 * 1024 * 1024, b' ');
     huge.extend_from_slice(b"\"}");
-    raw_tar_bz2(&noarch, "bomb-1.0-0.tar.bz2", &[("info/index.json", tar::EntryType::Regular, &huge)]);
-    assert!(fs::metadata(noarch.join("bomb-1.0-0.tar.bz2")).unwrap().len() < 10_000);
+    raw_tar_bz2(
+        &noarch,
+        "bomb-1.0-0.tar.bz2",
+        &[("info/index.json", tar::EntryType::Regular, &huge)],
+    );
+    assert!(
+        fs::metadata(noarch.join("bomb-1.0-0.tar.bz2"))
+            .unwrap()
+            .len()
+            < 10_000
+    );
     // A .conda whose info member is under a directory instead of the root.
     let mut hidden = spec("hidden", Format::Conda);
     hidden.name = "hidden".into();
@@ -114,21 +152,60 @@ fn hostile_and_broken_packages_are_left_out_with_reasons() {
     let stderr = common::stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     for (file, reason) in [
-        ("truncated-1.0-0.tar.bz2", "corrupt or truncated compressed data"),
+        (
+            "truncated-1.0-0.tar.bz2",
+            "corrupt or truncated compressed data",
+        ),
         ("truncated-1.0-0.conda", "not a valid ZIP file"),
         ("text-1.0-0.tar.bz2", "corrupt or truncated compressed data"),
         ("text-1.0-0.conda", "not a valid ZIP file"),
-        ("listjson-1.0-0.conda", "info/index.json is not a JSON object"),
-        ("brokenjson-1.0-0.tar.bz2", "info/index.json is not valid JSON"),
-        ("symlinked-1.0-0.tar.bz2", "info/index.json is not a regular file"),
-        ("bomb-1.0-0.tar.bz2", "info/index.json is 17825794 bytes, over the 16777216-byte limit"),
-        ("renamed-1.0-0.conda", "no `info-renamed-1.0-0.tar.zst` member at the ZIP root"),
+        (
+            "listjson-1.0-0.conda",
+            "info/index.json is not a JSON object",
+        ),
+        (
+            "brokenjson-1.0-0.tar.bz2",
+            "info/index.json is not valid JSON",
+        ),
+        (
+            "symlinked-1.0-0.tar.bz2",
+            "info/index.json is not a regular file",
+        ),
+        (
+            "infinite-1.0-0.conda",
+            "info/index.json has a number too large for JSON clients: 1e+400",
+        ),
+        (
+            "bomb-1.0-0.tar.bz2",
+            "info/index.json is 17825794 bytes, over the 16777216-byte limit",
+        ),
+        (
+            "renamed-1.0-0.conda",
+            "no `info-renamed-1.0-0.tar.zst` member at the ZIP root",
+        ),
     ] {
-        assert!(stderr.contains(&format!("left out noarch/{file}: {reason}")), "{file}: {stderr}");
+        assert!(
+            stderr.contains(&format!("left out noarch/{file}: {reason}")),
+            "{file}: {stderr}"
+        );
     }
     let repodata = repodata(channel.path(), "noarch");
-    assert_eq!(repodata["packages"].as_object().unwrap().keys().collect::<Vec<_>>(), ["good-1.0-0.tar.bz2"]);
-    assert_eq!(repodata["packages.conda"].as_object().unwrap().keys().collect::<Vec<_>>(), ["good-1.0-0.conda"]);
+    assert_eq!(
+        repodata["packages"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["good-1.0-0.tar.bz2"]
+    );
+    assert_eq!(
+        repodata["packages.conda"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["good-1.0-0.conda"]
+    );
     // Nothing was extracted: the package files are all that is there, untouched.
     let after: Vec<_> = common::snapshot(&noarch)
         .into_iter()
@@ -161,11 +238,20 @@ fn hostile_member_paths_are_never_followed() {
     write_package(&conda, &noarch).unwrap();
     let output = common::index(channel.path(), &[]);
     assert!(output.status.success(), "{}", common::stderr(&output));
-    assert!(fs::read_dir(outside.path()).unwrap().next().is_none(), "something was written outside");
+    assert!(
+        fs::read_dir(outside.path()).unwrap().next().is_none(),
+        "something was written outside"
+    );
     assert!(!Path::new("/tmp/absolute-auh-test").exists());
     let repodata = repodata(channel.path(), "noarch");
-    assert_eq!(repodata["packages"]["hostile-1.0-0.tar.bz2"]["name"], "hostile");
-    assert_eq!(repodata["packages.conda"]["hostile-1.0-0.conda"]["name"], "hostile");
+    assert_eq!(
+        repodata["packages"]["hostile-1.0-0.tar.bz2"]["name"],
+        "hostile"
+    );
+    assert_eq!(
+        repodata["packages.conda"]["hostile-1.0-0.conda"]["name"],
+        "hostile"
+    );
 }
 
 #[test]
@@ -173,7 +259,11 @@ fn fatal_errors_exit_1_and_change_nothing() {
     let missing = tempfile::tempdir().unwrap().path().join("no-such-channel");
     let output = common::index(&missing, &[]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(common::stderr(&output).contains("does not exist"), "{}", common::stderr(&output));
+    assert!(
+        common::stderr(&output).contains("does not exist"),
+        "{}",
+        common::stderr(&output)
+    );
     assert!(!missing.exists());
 
     let channel = common::channel_copy("mamba-channel-a");
@@ -181,7 +271,11 @@ fn fatal_errors_exit_1_and_change_nothing() {
     for bad in ["../etc", "linux_64", "Linux-64", ".cache", "a/b"] {
         let output = common::index(channel.path(), &["--subdir", bad]);
         assert_eq!(output.status.code(), Some(1), "--subdir {bad}");
-        assert!(common::stderr(&output).contains("is not a subdir name"), "{}", common::stderr(&output));
+        assert!(
+            common::stderr(&output).contains("is not a subdir name"),
+            "{}",
+            common::stderr(&output)
+        );
     }
     let output = common::index(channel.path(), &["--no-such-flag"]);
     assert_eq!(output.status.code(), Some(1), "a usage error is fatal");

@@ -1,6 +1,8 @@
 //! One integration-test binary (like uv's `tests/it`): a shared harness in
 //! `common/` and a module per area.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 mod cli;

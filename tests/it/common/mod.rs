@@ -57,7 +57,12 @@ pub fn channel_copy(name: &str) -> tempfile::TempDir {
 
 /// Runs `artifact-upload-handler index DIR ARGS...`.
 pub fn index(dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin()).arg("index").arg(dir).args(args).output().unwrap()
+    Command::new(bin())
+        .arg("index")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 pub fn stderr(output: &Output) -> String {
@@ -82,7 +87,11 @@ fn walk(root: &Path, dir: &Path, files: &mut BTreeMap<String, (Vec<u8>, SystemTi
         if entry.file_type().unwrap().is_dir() {
             walk(root, &path, files);
         } else {
-            let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             let mtime = entry.metadata().unwrap().modified().unwrap();
             files.insert(rel, (fs::read(&path).unwrap(), mtime));
         }
@@ -96,7 +105,9 @@ pub fn zst_decompress(bytes: &[u8]) -> Vec<u8> {
 pub fn bz2_decompress(bytes: &[u8]) -> Vec<u8> {
     use std::io::Read;
     let mut out = Vec::new();
-    bzip2::read::BzDecoder::new(bytes).read_to_end(&mut out).unwrap();
+    bzip2::read::BzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .unwrap();
     out
 }
 
@@ -115,7 +126,10 @@ pub fn oracle() -> (PathBuf, PathBuf) {
                 .env("ORACLE_VENV", &venv)
                 .status()
                 .expect("run the conda-index oracle's setup.sh");
-            assert!(status.success(), "setting up the conda-index oracle failed (needs python3 and the package registry)");
+            assert!(
+                status.success(),
+                "setting up the conda-index oracle failed (needs python3 and the package registry)"
+            );
             fs::write(venv.join(".auh-ready"), b"").unwrap();
         }
         venv
@@ -133,6 +147,10 @@ pub fn run_oracle(dir: &Path, args: &[&str]) -> Output {
         .env("ORACLE_VENV", venv)
         .output()
         .unwrap();
-    assert!(output.status.success(), "conda-index failed: {}", stderr(&output));
+    assert!(
+        output.status.success(),
+        "conda-index failed: {}",
+        stderr(&output)
+    );
     output
 }
