@@ -15,3 +15,4 @@ pub mod index;
 pub mod package;
 pub mod repodata;
 pub mod storage;
+pub mod token;

@@ -3,6 +3,7 @@
 //! here and nowhere else.
 
 mod generate;
+mod hash_token;
 mod index;
 
 use std::io::IsTerminal;
@@ -28,6 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Index(index::IndexArgs),
+    HashToken(hash_token::HashTokenArgs),
     Generate(generate::GenerateArgs),
 }
 
@@ -40,6 +42,7 @@ pub fn main() -> ExitCode {
     init_logging(cli.quiet, cli.verbose);
     match cli.command {
         Command::Index(args) => index::run(args),
+        Command::HashToken(args) => hash_token::run(args),
         Command::Generate(args) => generate::run(args),
     }
 }

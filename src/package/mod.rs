@@ -18,7 +18,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-pub use digest::{Digests, HashingReader};
+pub use digest::{hex, Digests, HashingReader};
 pub use error::PackageError;
 pub use info::InfoMembers;
 

@@ -149,3 +149,52 @@ fn conda_fallback_reports_failures() {
         common::stderr(&missing)
     );
 }
+
+#[test]
+fn hash_token_matches_the_original_scheme() {
+    use std::io::Write;
+    let mut child = Command::new(common::bin())
+        .arg("hash-token")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"mysecuretoken\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    // python3 -c 'import hashlib; print(hashlib.sha256(b"42679ad04d44c96ed27470c02bfb28c3mysecuretoken").hexdigest())'
+    let python = Command::new("python3")
+        .args(["-c", "import hashlib; print(hashlib.sha256(b'42679ad04d44c96ed27470c02bfb28c3mysecuretoken').hexdigest())"])
+        .output()
+        .unwrap();
+    assert_eq!(common::stdout(&output), common::stdout(&python));
+
+    let generated = Command::new(common::bin())
+        .args(["hash-token", "--generate"])
+        .output()
+        .unwrap();
+    let text = common::stdout(&generated);
+    let token = text
+        .lines()
+        .next()
+        .unwrap()
+        .strip_prefix("token: ")
+        .unwrap();
+    let hash = text
+        .lines()
+        .nth(1)
+        .unwrap()
+        .strip_prefix("hash:  ")
+        .unwrap();
+    assert_eq!(
+        artifact_upload_handler::token::Token::new(token)
+            .hash()
+            .to_string(),
+        hash
+    );
+}
