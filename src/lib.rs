@@ -13,6 +13,8 @@ pub mod cli;
 pub mod generate;
 pub mod index;
 pub mod package;
+pub mod publish;
 pub mod repodata;
+pub mod server;
 pub mod storage;
 pub mod token;

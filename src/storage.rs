@@ -153,6 +153,7 @@ impl Storage for LocalFs {
             .prefix(TEMP_PREFIX)
             .tempfile_in(dir)?;
         temp.write_all(bytes)?;
+        set_public_read(temp.as_file())?;
         temp.as_file().sync_all()?;
         temp.persist(&full).map_err(|err| err.error)?;
         File::open(dir)?.sync_all()?; // make the rename itself durable
@@ -170,6 +171,19 @@ impl Storage for LocalFs {
     fn create_dir_all(&self, path: &str) -> io::Result<()> {
         fs::create_dir_all(self.resolve(path)?)
     }
+}
+
+/// Channel files are served to everyone: temporary files start private
+/// (0600), so they are opened up before they take their final name.
+pub fn set_public_read(file: &File) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(fs::Permissions::from_mode(0o644))?;
+    }
+    #[cfg(not(unix))]
+    let _ = file;
+    Ok(())
 }
 
 fn file_stat(name: String, meta: &fs::Metadata) -> FileStat {

@@ -5,6 +5,7 @@
 mod generate;
 mod hash_token;
 mod index;
+mod serve;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -28,6 +29,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Serve(serve::ServeArgs),
     Index(index::IndexArgs),
     HashToken(hash_token::HashTokenArgs),
     Generate(generate::GenerateArgs),
@@ -35,16 +37,35 @@ enum Command {
 
 /// Runs the command line; the exit status says how it went.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(with_default_command(std::env::args_os().collect())) {
         Ok(cli) => cli,
         Err(err) => return usage_error(&err),
     };
     init_logging(cli.quiet, cli.verbose);
     match cli.command {
+        Command::Serve(args) => serve::run(args),
         Command::Index(args) => index::run(args),
         Command::HashToken(args) => hash_token::run(args),
         Command::Generate(args) => generate::run(args),
     }
+}
+
+/// The original handler had no subcommands: `artifact-upload-handler -d DIR
+/// -p PORT ...` (and no arguments at all) mean `serve`.
+fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let first = args.get(1).and_then(|a| a.to_str()).map(str::to_owned);
+    let is_global = |a: &str| {
+        matches!(
+            a,
+            "-h" | "--help" | "-V" | "--version" | "-q" | "--quiet" | "-v" | "--verbose"
+        )
+    };
+    match first {
+        None => args.push("serve".into()),
+        Some(a) if a.starts_with('-') && !is_global(&a) => args.insert(1, "serve".into()),
+        _ => {}
+    }
+    args
 }
 
 /// `--help` and `--version` succeed; any other command-line error is fatal

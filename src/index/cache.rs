@@ -31,7 +31,7 @@ pub(crate) enum Outcome {
 
 /// Why a package was left out of the repodata.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LeftOutReason {
+pub struct LeftOutReason {
     pub message: String,
     /// conda-index lists the file in `run_exports.json` anyway (with `{}`).
     pub listed_in_run_exports: bool,

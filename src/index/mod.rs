@@ -6,6 +6,7 @@
 //! as in the subdir's cache) are not opened at all.
 
 mod cache;
+mod live;
 mod outputs;
 mod scan;
 
@@ -17,10 +18,12 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 
 pub use cache::cache_path;
-use cache::{CacheEntry, LeftOutReason, Outcome};
+pub use cache::LeftOutReason;
+use cache::{CacheEntry, Outcome};
+pub use live::LiveIndex;
 pub use outputs::DEFAULT_ZSTD_LEVEL;
 
-use crate::package::read_package;
+use crate::package::{read_package, PackageInfo};
 use crate::repodata::{
     build_record, normalise_run_exports, IndexedPackage, JsonStyle, SubdirRepodata,
 };
@@ -200,10 +203,19 @@ fn read_one(storage: &dyn Storage, subdir: &str, file_name: &str) -> Option<Outc
     Some(outcome)
 }
 
-fn index_package(
+/// Reads a package and builds what the index keeps for it.
+pub fn index_package(
     file: impl io::Read + io::Seek,
     file_name: &str,
 ) -> Result<IndexedPackage, LeftOutReason> {
+    read_and_index(file, file_name).map(|(_, package)| package)
+}
+
+/// Like [`index_package`], also returning the raw info members and digests.
+pub fn read_and_index(
+    file: impl io::Read + io::Seek,
+    file_name: &str,
+) -> Result<(PackageInfo, IndexedPackage), LeftOutReason> {
     let info = read_package(file, file_name).map_err(|e| LeftOutReason {
         listed_in_run_exports: e.conda_index_tolerates(),
         message: e.to_string(),
@@ -212,10 +224,13 @@ fn index_package(
         build_record(&info.members.index_json, &info.digests).map_err(LeftOutReason::from)?;
     let run_exports = normalise_run_exports(info.members.run_exports_json.as_deref())
         .map_err(LeftOutReason::from)?;
-    Ok(IndexedPackage {
-        record,
-        run_exports,
-    })
+    Ok((
+        info,
+        IndexedPackage {
+            record,
+            run_exports,
+        },
+    ))
 }
 
 /// Builds and writes one subdir's metadata and cache; returns the number of

@@ -11,3 +11,4 @@ mod differential;
 mod golden;
 mod incremental;
 mod invalid;
+mod server;

@@ -1,0 +1,175 @@
+//! The server's view of the channel index: every subdir's records held in
+//! memory, updated one package at a time, with each update durably written
+//! before it is acknowledged.
+//!
+//! Writes use group commit: an update is added to its subdir's state, then
+//! whoever holds the subdir's writer lock writes the state as it is *then*,
+//! covering every update that arrived meanwhile. Concurrent uploads to one
+//! subdir are thus batched into few metadata writes, and none is lost.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::cache::{self, CacheEntry, Outcome};
+use super::{index_channel, outputs, IndexError, IndexOptions, IndexSummary};
+use crate::repodata::{IndexedPackage, SubdirRepodata};
+use crate::storage::{FileStat, LocalFs, Storage};
+
+/// A channel's index, shared by the server's request handlers.
+pub struct LiveIndex {
+    storage: LocalFs,
+    options: IndexOptions,
+    subdirs: Mutex<BTreeMap<String, Arc<Subdir>>>,
+}
+
+struct Subdir {
+    state: Mutex<SubdirState>,
+    /// The version last written to disk; held while writing.
+    written: Mutex<u64>,
+}
+
+#[derive(Clone)]
+struct SubdirState {
+    repodata: SubdirRepodata,
+    cache: BTreeMap<String, CacheEntry>,
+    version: u64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take the index down with it.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl LiveIndex {
+    /// Indexes the channel (incrementally, with the same cache as `index`)
+    /// and keeps the result in memory.
+    pub fn open(
+        storage: LocalFs,
+        options: IndexOptions,
+    ) -> Result<(Self, IndexSummary), IndexError> {
+        let summary = index_channel(&storage, &options)?;
+        let mut subdirs = BTreeMap::new();
+        for entry in storage
+            .list("")
+            .map_err(|e| IndexError::io("listing the channel", e))?
+        {
+            if entry.is_dir && crate::repodata::is_valid_subdir(&entry.name) {
+                let state = load_state(&storage, &entry.name);
+                subdirs.insert(entry.name.clone(), Arc::new(Subdir::new(state)));
+            }
+        }
+        let live = Self {
+            storage,
+            options,
+            subdirs: Mutex::new(subdirs),
+        };
+        Ok((live, summary))
+    }
+
+    pub fn storage(&self) -> &LocalFs {
+        &self.storage
+    }
+
+    /// The indexed package of that name, if any.
+    pub fn get(&self, subdir: &str, file_name: &str) -> Option<IndexedPackage> {
+        let slot = lock(&self.subdirs).get(subdir).cloned()?;
+        let state = lock(&slot.state);
+        state.repodata.packages.get(file_name).cloned()
+    }
+
+    /// Adds (or replaces) a package already placed at `subdir/file_name` and
+    /// returns once metadata listing it is durably written. Blocking.
+    pub fn add(&self, subdir: &str, stat: FileStat, package: IndexedPackage) -> io::Result<()> {
+        let slot = self.slot(subdir)?;
+        let name = stat.name.clone();
+        let version = {
+            let mut state = lock(&slot.state);
+            state
+                .repodata
+                .packages
+                .insert(name.clone(), package.clone());
+            state.cache.insert(
+                name.clone(),
+                CacheEntry {
+                    size: stat.size,
+                    mtime_ns: stat.mtime_ns,
+                    outcome: Outcome::Indexed(package),
+                },
+            );
+            state.version += 1;
+            state.version
+        };
+        self.commit(&slot, version).inspect_err(|_| {
+            let mut state = lock(&slot.state);
+            state.repodata.packages.remove(&name);
+            state.cache.remove(&name);
+        })
+    }
+
+    /// Writes the subdir's current state unless a write at or past
+    /// `version` already happened.
+    fn commit(&self, slot: &Subdir, version: u64) -> io::Result<()> {
+        let mut written = lock(&slot.written);
+        if *written >= version {
+            return Ok(()); // another upload's write covered ours
+        }
+        let snapshot = lock(&slot.state).clone();
+        outputs::write_subdir(&self.storage, &snapshot.repodata, &self.options)?;
+        let subdir = &snapshot.repodata.subdir;
+        self.storage.create_dir_all(&format!("{subdir}/.cache"))?;
+        self.storage.write_atomic(
+            &cache::cache_path(subdir),
+            &cache::to_bytes(&snapshot.cache),
+        )?;
+        *written = snapshot.version;
+        Ok(())
+    }
+
+    fn slot(&self, subdir: &str) -> io::Result<Arc<Subdir>> {
+        let mut subdirs = lock(&self.subdirs);
+        if let Some(slot) = subdirs.get(subdir) {
+            return Ok(slot.clone());
+        }
+        self.storage.create_dir_all(subdir)?;
+        let slot = Arc::new(Subdir::new(SubdirState {
+            repodata: SubdirRepodata::new(subdir),
+            cache: BTreeMap::new(),
+            version: 0,
+        }));
+        subdirs.insert(subdir.to_owned(), slot.clone());
+        Ok(slot)
+    }
+}
+
+impl Subdir {
+    fn new(state: SubdirState) -> Self {
+        Self {
+            state: Mutex::new(state),
+            written: Mutex::new(0),
+        }
+    }
+}
+
+/// Rebuilds a subdir's in-memory state from the cache `index_channel` just
+/// wrote (every entry matches a file on disk).
+fn load_state(storage: &LocalFs, subdir: &str) -> SubdirState {
+    let cache = cache::load(storage, subdir);
+    let mut repodata = SubdirRepodata::new(subdir);
+    for (name, entry) in &cache {
+        match &entry.outcome {
+            Outcome::Indexed(package) => {
+                repodata.packages.insert(name.clone(), package.clone());
+            }
+            Outcome::LeftOut(reason) if reason.listed_in_run_exports => {
+                repodata.unreadable_listed.insert(name.clone());
+            }
+            Outcome::LeftOut(_) => {}
+        }
+    }
+    SubdirState {
+        repodata,
+        cache,
+        version: 0,
+    }
+}
