@@ -39,6 +39,16 @@ pub async fn self_signed(dir: &Path) -> anyhow::Result<(RustlsConfig, PathBuf)> 
     Ok((load(&cert_path, &key_path).await?, cert_path))
 }
 
+/// Writes a file only its owner can read (a private key).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
+}
+
 fn install_crypto_provider() {
     // Fails only if a provider is already installed, which is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
