@@ -34,7 +34,7 @@ pub async fn self_signed(dir: &Path) -> anyhow::Result<(RustlsConfig, PathBuf)> 
     let key_path = dir.join("localhost-key.pem");
     fs::write(&cert_path, certified.cert.pem())
         .with_context(|| format!("cannot write {}", cert_path.display()))?;
-    fs::write(&key_path, certified.key_pair.serialize_pem())
+    write_private(&key_path, certified.key_pair.serialize_pem().as_bytes())
         .with_context(|| format!("cannot write {}", key_path.display()))?;
     Ok((load(&cert_path, &key_path).await?, cert_path))
 }
