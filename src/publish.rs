@@ -1,7 +1,11 @@
 //! Publishing one uploaded package: validate it, place it in its subdir
-//! atomically, and have the live index list it — the steps every upload
-//! protocol shares. HTTP is not known here; `server::error` maps each
+//! atomically, and have the channel's metadata list it — the steps every
+//! upload protocol shares. HTTP is not known here; `server::error` maps each
 //! [`PublishError`] to a status code.
+//!
+//! The order matters: nothing enters the channel until the file name, the
+//! client's checksum and the whole archive have been checked, and the upload
+//! is only reported published once the metadata listing it is durable.
 
 use std::fs::{self, File};
 use std::io;
@@ -9,14 +13,25 @@ use std::path::Path;
 
 use serde::Serialize;
 use serde_json::Value;
+use tempfile::TempPath;
 
-use crate::index::{read_and_index, LiveIndex};
-use crate::package::PackageFormat;
-use crate::repodata::is_valid_subdir;
-use crate::storage::{is_plain_name, set_public_read, Storage};
+use crate::index::conda::{CondaChannel, CondaIndexError};
+use crate::index::{index_record, LiveIndex};
+use crate::package::{read_verified, Digests, PackageFormat};
+use crate::repodata::{is_valid_subdir, IndexedPackage};
+use crate::storage::{is_plain_name, set_public_read, FileStat, LocalFs, Storage};
 
 /// Longest accepted file name (conda's limit for package file names).
 pub const MAX_FILE_NAME: usize = 211;
+
+/// An upload received into the staging directory (on the channel's file
+/// system, so it can be linked into place), hashed as it arrived. The file
+/// is removed when this is dropped, unless it was published.
+#[derive(Debug)]
+pub struct Staged {
+    pub path: TempPath,
+    pub digests: Digests,
+}
 
 /// What the client may add to an upload.
 #[derive(Debug, Clone, Default)]
@@ -56,41 +71,93 @@ pub enum PublishError {
     Conflict(String),
     #[error("storage failure: {0}")]
     Storage(#[from] io::Error),
+    #[error("conda index failed: {0}")]
+    CondaIndex(#[from] CondaIndexError),
 }
 
-/// Validates the staged upload and publishes it. `staged` must be on the
-/// channel's file system (it is linked into place, not copied) and is
-/// consumed: on every path it is removed.
+/// Who keeps the channel's metadata: the native live index, or `conda
+/// index` (the optional fallback).
+pub enum Catalog {
+    Native(LiveIndex),
+    Conda {
+        storage: LocalFs,
+        conda: CondaChannel,
+    },
+}
+
+impl Catalog {
+    pub fn storage(&self) -> &LocalFs {
+        match self {
+            Self::Native(live) => live.storage(),
+            Self::Conda { storage, .. } => storage,
+        }
+    }
+
+    /// The sha256 of the package already published under this name.
+    fn existing_sha256(&self, subdir: &str, file_name: &str) -> io::Result<Option<String>> {
+        match self {
+            Self::Native(live) => Ok(live
+                .get(subdir, file_name)
+                .and_then(|package| sha256_of_record(&package.record))),
+            Self::Conda { storage, .. } => {
+                let path = format!("{subdir}/{file_name}");
+                if storage.stat(&path)?.is_none() {
+                    return Ok(None);
+                }
+                let mut hashing = crate::package::HashingReader::new(storage.open(&path)?);
+                hashing.drain()?;
+                Ok(Some(hashing.finish().sha256))
+            }
+        }
+    }
+
+    /// Makes sure packages already on disk are listed: the live index lists
+    /// them from the start; a conda run that failed earlier may not have.
+    fn confirm_listed(&self) -> Result<(), PublishError> {
+        match self {
+            Self::Native(_) => Ok(()),
+            Self::Conda { conda, .. } => Ok(conda.refresh()?),
+        }
+    }
+
+    /// Lists a placed package; returns once the metadata is durable.
+    fn add(
+        &self,
+        subdir: &str,
+        stat: FileStat,
+        package: IndexedPackage,
+    ) -> Result<(), PublishError> {
+        match self {
+            Self::Native(live) => Ok(live.add(subdir, stat, package)?),
+            Self::Conda { conda, .. } => Ok(conda.refresh()?),
+        }
+    }
+}
+
+/// Validates the staged upload and publishes it. The staged file is
+/// consumed: linked into the channel, or removed.
 pub fn publish(
-    live: &LiveIndex,
-    staged: &Path,
-    request: &PublishRequest,
-    allow_overwrite: bool,
-) -> Result<Published, PublishError> {
-    let result = publish_staged(live, staged, request, allow_overwrite);
-    let _ = fs::remove_file(staged);
-    result
-}
-
-fn publish_staged(
-    live: &LiveIndex,
-    staged: &Path,
+    catalog: &Catalog,
+    staged: Staged,
     request: &PublishRequest,
     allow_overwrite: bool,
 ) -> Result<Published, PublishError> {
     let file_name = &request.file_name;
     let format = checked_format(file_name)?;
-    let (info, package) = read_and_index(File::open(staged)?, file_name)
-        .map_err(|e| PublishError::InvalidPackage(e.message))?;
+    let digests = &staged.digests;
     if let Some(expected) = &request.expected_sha256 {
-        if !expected.eq_ignore_ascii_case(&info.digests.sha256) {
+        if !expected.trim().eq_ignore_ascii_case(&digests.sha256) {
             return Err(PublishError::ChecksumMismatch {
                 expected: expected.clone(),
-                actual: info.digests.sha256.clone(),
+                actual: digests.sha256.clone(),
             });
         }
     }
-    let subdir = validated_subdir(&info.members.index_json, file_name, format)?;
+    let members = read_verified(File::open(&staged.path)?, file_name)
+        .map_err(|e| PublishError::InvalidPackage(e.to_string()))?;
+    let package =
+        index_record(&members, digests).map_err(|e| PublishError::InvalidPackage(e.message))?;
+    let subdir = validated_subdir(&members.index_json, file_name, format)?;
     if let Some(arch) = &request.arch {
         if arch != &subdir {
             return Err(PublishError::ArchMismatch {
@@ -102,33 +169,40 @@ fn publish_staged(
     let published = Published {
         filename: file_name.clone(),
         subdir: subdir.clone(),
-        size: info.digests.size,
-        md5: info.digests.md5.clone(),
-        sha256: info.digests.sha256.clone(),
+        size: digests.size,
+        md5: digests.md5.clone(),
+        sha256: digests.sha256.clone(),
     };
     let target = format!("{subdir}/{file_name}");
-    if let Some(existing) = live.get(&subdir, file_name) {
-        if sha256_of_record(&existing.record).as_deref() == Some(published.sha256.as_str()) {
+    let replace = request.force && allow_overwrite;
+    if let Some(existing) = catalog.existing_sha256(&subdir, file_name)? {
+        if existing == published.sha256 {
+            catalog.confirm_listed()?;
             return Ok(published); // an identical retry
         }
-        if !(request.force && allow_overwrite) {
+        if !replace {
             return Err(PublishError::Conflict(target));
         }
     }
-    place(
-        live,
-        staged,
-        &subdir,
-        file_name,
-        request.force && allow_overwrite,
-    )?;
-    let stat = live.storage().stat(&target)?.ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{target} vanished after placing it"),
-        )
-    })?;
-    live.add(&subdir, stat, package)?;
+    place(catalog.storage(), &staged.path, &subdir, file_name, replace)?;
+    let listed = catalog.storage().stat(&target)?.map_or_else(
+        || {
+            Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{target} vanished after placing it"),
+            )
+            .into())
+        },
+        |stat| catalog.add(&subdir, stat, package),
+    );
+    if let Err(err) = listed {
+        // Not listed, so not published: take it back out (a replaced
+        // package cannot be restored; the error says the upload failed).
+        if !replace {
+            let _ = catalog.storage().remove(&target);
+        }
+        return Err(err);
+    }
     Ok(published)
 }
 
@@ -185,17 +259,16 @@ fn sha256_of_record(record: &str) -> Option<String> {
     value.get("sha256")?.as_str().map(str::to_owned)
 }
 
-/// Moves the staged file to `subdir/file_name`. Without `replace`, a hard
-/// link makes "create only if absent" atomic, so two racing uploads of one
-/// name cannot both win.
+/// Moves the staged file to `subdir/file_name`, durably. Without `replace`,
+/// a hard link makes "create only if absent" atomic, so two racing uploads
+/// of one name cannot both win.
 fn place(
-    live: &LiveIndex,
+    storage: &LocalFs,
     staged: &Path,
     subdir: &str,
     file_name: &str,
     replace: bool,
 ) -> Result<(), PublishError> {
-    let storage = live.storage();
     storage.create_dir_all(subdir)?;
     let file = File::open(staged)?;
     set_public_read(&file)?;

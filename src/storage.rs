@@ -173,6 +173,54 @@ impl Storage for LocalFs {
     }
 }
 
+/// The lock file in a channel's root that one writer at a time holds.
+pub const LOCK_FILE: &str = ".auh-lock";
+
+/// Exclusive right to write a channel's metadata, held by `serve` for its
+/// lifetime and by `index` for a run, so a server's in-memory index and a
+/// concurrent `index` never overwrite each other. The operating system
+/// releases it when the process ends, however it ends.
+#[derive(Debug)]
+pub struct ChannelLock {
+    _file: File,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("{path} is held by another artifact-upload-handler (a running `serve` or `index`); stop it first, or upload through the server")]
+    Busy { path: String },
+    #[error("cannot lock {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ChannelLock {
+    /// Takes the lock of the channel at `root` without waiting.
+    pub fn acquire(root: &Path) -> Result<Self, LockError> {
+        let path = root.join(LOCK_FILE);
+        let shown = path.display().to_string();
+        let io_error = |source| LockError::Io {
+            path: shown.clone(),
+            source,
+        };
+        // Never written to: a re-run that changes nothing touches no file.
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_error)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => Err(LockError::Busy { path: shown }),
+            Err(fs::TryLockError::Error(err)) => Err(io_error(err)),
+        }
+    }
+}
+
 /// Channel files are served to everyone: temporary files start private
 /// (0600), so they are opened up before they take their final name.
 pub fn set_public_read(file: &File) -> io::Result<()> {

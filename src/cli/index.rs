@@ -3,14 +3,16 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
-use crate::index::{index_channel, IndexOptions, IndexSummary};
+use crate::index::conda::{CondaIndexError, CondaIndexer};
+use crate::index::{index_channel, IndexError, IndexOptions, IndexSummary};
+use crate::repodata::is_valid_subdir;
 use crate::repodata::JsonStyle;
-use crate::storage::LocalFs;
+use crate::storage::{ChannelLock, LocalFs};
 
 /// Exit status when the metadata was written but some packages were left out.
 const EXIT_LEFT_OUT: u8 = 2;
@@ -90,6 +92,12 @@ fn run_native(args: &IndexArgs) -> anyhow::Result<ExitCode> {
         progress: std::io::stderr().is_terminal(),
         ..IndexOptions::default()
     };
+    for subdir in &options.subdirs {
+        if !is_valid_subdir(subdir) {
+            bail!(IndexError::InvalidSubdir(subdir.clone()));
+        }
+    }
+    let _lock = ChannelLock::acquire(&args.channel_dir)?;
     let storage = LocalFs::new(&args.channel_dir);
     let summary = index_channel(&storage, &options)
         .with_context(|| format!("cannot index {}", args.channel_dir.display()))?;
@@ -116,37 +124,31 @@ fn summary_line(summary: &IndexSummary) -> String {
 /// Runs `CONDA_EXE index CHANNEL_DIR` with the same output flags and passes
 /// its exit status on.
 fn run_conda(args: &IndexArgs) -> anyhow::Result<ExitCode> {
-    let mut command = Command::new(&args.conda_exe);
-    command.arg("index").arg(&args.channel_dir);
-    for subdir in &args.subdirs {
-        command.arg("--subdir").arg(subdir);
-    }
-    for (flag, set) in [
-        ("--zst", args.zst),
-        ("--bz2", args.bz2),
-        ("--run-exports", args.run_exports),
-        ("--no-compact", args.no_compact),
-    ] {
-        if set {
-            command.arg(flag);
-        }
-    }
+    let indexer = CondaIndexer {
+        exe: args.conda_exe.clone(),
+        subdirs: args.subdirs.clone(),
+        zst: args.zst,
+        bz2: args.bz2,
+        run_exports: args.run_exports,
+        no_compact: args.no_compact,
+    };
+    let _lock = if args.channel_dir.is_dir() {
+        Some(ChannelLock::acquire(&args.channel_dir)?)
+    } else {
+        None // conda reports a missing channel itself
+    };
+    let mut command = indexer.command(&args.channel_dir);
     tracing::info!("running {command:?}");
-    let status = command
-        .status()
-        .with_context(|| format!("cannot run {}", args.conda_exe.display()))?;
-    match status.code() {
-        Some(0) => Ok(ExitCode::SUCCESS),
-        Some(code) => {
+    let status = command.status().map_err(|e| indexer.spawn_error(e))?;
+    match indexer.check(status, &[]) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(CondaIndexError::Failed { code, .. }) => {
             tracing::error!(
                 "{} index exited with status {code}",
                 args.conda_exe.display()
             );
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
-        None => bail!(
-            "{} index was killed by a signal ({status})",
-            args.conda_exe.display()
-        ),
+        Err(err) => Err(err.into()),
     }
 }

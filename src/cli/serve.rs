@@ -9,13 +9,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::Args;
+use clap::{Args, ValueEnum};
 
+use crate::index::conda::{CondaChannel, CondaIndexer};
 use crate::index::{IndexOptions, LiveIndex};
+use crate::publish::Catalog;
 use crate::repodata::is_valid_subdir;
-use crate::server::{self, tls, AppState, NamedToken, STAGING_DIR};
-use crate::storage::LocalFs;
+use crate::server::{self, staging, tls, AppState, Limits, NamedToken, STAGING_DIR};
+use crate::storage::{ChannelLock, LocalFs};
 use crate::token::{Token, TokenHash};
+
+/// Where the self-signed certificate is kept, under the channel root (never
+/// served: dot directories are not channel content).
+const TLS_DIR: &str = ".auh-tls";
 
 /// Run the upload server (HTTPS): clients POST packages with a token; each
 /// is validated, placed in the channel and listed in repodata.json before
@@ -35,14 +41,14 @@ pub struct ServeArgs {
         default_value = "channel"
     )]
     write_dir: PathBuf,
-    /// Port to listen on.
+    /// Port to listen on (0: any free port; the one chosen is printed).
     #[arg(short = 'p', long, env = "AUH_PORT", default_value_t = 9999)]
     port: u16,
     /// Address to listen on.
     #[arg(long, env = "AUH_BIND", default_value = "0.0.0.0")]
     bind: std::net::IpAddr,
-    /// Path to a conda executable (accepted for compatibility; the native
-    /// indexer is used).
+    /// The conda executable for `--indexer conda` (the original required
+    /// it; with the native indexer it is not used).
     #[arg(
         short = 'e',
         long = "conda-exe",
@@ -50,14 +56,18 @@ pub struct ServeArgs {
         env = "AUH_CONDA_EXE"
     )]
     conda_exe: Option<PathBuf>,
+    /// Who writes the metadata after each upload.
+    #[arg(long, value_enum, env = "AUH_INDEXER", default_value_t = Indexer::Native)]
+    indexer: Indexer,
     /// PEM certificate chain (with --keyfile); without both, a self-signed
-    /// certificate for localhost is made.
+    /// certificate for localhost is made (and reused).
     #[arg(short = 'c', long, env = "AUH_CERTFILE", requires = "keyfile")]
     certfile: Option<PathBuf>,
     /// PEM private key (PKCS#8, RSA or EC).
     #[arg(short = 'k', long, env = "AUH_KEYFILE", requires = "certfile")]
     keyfile: Option<PathBuf>,
-    /// Hash of an accepted token (repeatable; made with `hash-token`).
+    /// Hash of an accepted token (repeatable, or comma-separated; made with
+    /// `hash-token`).
     #[arg(
         short = 't',
         long = "token-hash",
@@ -66,21 +76,39 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     token_hashes: Vec<String>,
-    /// File of `NAME HASH` lines, one token per line (# comments allowed).
+    /// File of `NAME HASH` lines, one token per line (# comments allowed);
+    /// the name is what the log shows for uploads made with that token.
     #[arg(long, env = "AUH_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// Serve plain HTTP (only behind a TLS-terminating reverse proxy).
     #[arg(long)]
     insecure_http: bool,
     /// Largest accepted upload, in bytes.
-    #[arg(long, env = "AUH_MAX_UPLOAD_SIZE", default_value_t = 4 * 1024 * 1024 * 1024)]
+    #[arg(long, env = "AUH_MAX_UPLOAD_SIZE", default_value_t = Limits::default().max_upload_bytes)]
     max_upload_size: u64,
+    /// Uploads received at once; more are answered 503 with Retry-After.
+    #[arg(long, env = "AUH_MAX_CONCURRENT_UPLOADS", default_value_t = Limits::default().max_concurrent_uploads)]
+    max_concurrent_uploads: usize,
+    /// Seconds a client may send nothing before its upload is cut off (408).
+    #[arg(long, env = "AUH_IDLE_TIMEOUT", default_value_t = Limits::default().idle_timeout.as_secs())]
+    idle_timeout: u64,
+    /// Seconds in-flight uploads get to finish after SIGTERM or Ctrl-C.
+    #[arg(long, default_value_t = 30)]
+    shutdown_grace: u64,
     /// Let a forced upload replace a package with different bytes.
     #[arg(long)]
     allow_overwrite: bool,
-    /// Do not write repodata.json.zst.
+    /// Do not write repodata.json.zst (CEP 36 clients ask for it first).
     #[arg(long)]
     no_zst: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Indexer {
+    /// The built-in indexer: incremental, in memory, no conda needed.
+    Native,
+    /// Run `CONDA_EXE index CHANNEL` after each upload (serialised).
+    Conda,
 }
 
 pub fn run(args: ServeArgs) -> ExitCode {
@@ -104,45 +132,39 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let root = channel_root(&args.write_dir);
     fs::create_dir_all(&root)
         .with_context(|| format!("cannot create channel directory {}", root.display()))?;
-    if args.conda_exe.is_some() {
-        tracing::info!("-e/--conda-exe given: ignored, the native indexer keeps the metadata");
-    }
+    let _lock = ChannelLock::acquire(&root)?;
     let tokens = load_tokens(&args)?;
-    let staging = prepare_staging(&root)?;
-    let tls = tls_config(&args, &root).await?;
-    let options = IndexOptions {
-        zst: !args.no_zst,
-        zstd_level: 3,
-        ..IndexOptions::default()
-    };
-    let (index, summary) = LiveIndex::open(LocalFs::new(&root), options)
-        .with_context(|| format!("cannot index {}", root.display()))?;
-    tracing::info!(
-        "channel {}: {} packages in {} subdirs",
-        root.display(),
-        summary.packages,
-        summary.subdirs
-    );
+    let tls = tls_config(&args, &root)?;
     let address = SocketAddr::new(args.bind, args.port);
     let listener =
         TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"))?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!("serving {} at {scheme}://{address}/", root.display());
-    let state = Arc::new(AppState {
-        index,
-        tokens,
+    let staging = root.join(STAGING_DIR);
+    staging::clean(&staging).with_context(|| {
+        format!(
+            "cannot prepare {} (is the channel writable?)",
+            staging.display()
+        )
+    })?;
+    let catalog = open_catalog(&args, &root)?;
+    let limits = Limits {
         max_upload_bytes: args.max_upload_size,
-        allow_overwrite: args.allow_overwrite,
-        staging,
-    });
-    server::run(
-        state,
-        listener,
-        tls,
-        shutdown_signal(),
-        Duration::from_secs(30),
-    )
-    .await?;
+        max_concurrent_uploads: args.max_concurrent_uploads,
+        idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+    };
+    let state = Arc::new(AppState::new(
+        catalog,
+        tokens,
+        limits,
+        args.allow_overwrite,
+        staging.clone(),
+    ));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let bound = listener.local_addr()?;
+    println!("serving {} at {scheme}://{bound}/", root.display());
+    let grace = Duration::from_secs(args.shutdown_grace);
+    server::run(state, listener, tls, shutdown_signal(), grace).await?;
+    staging::clean(&staging)?;
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -163,6 +185,51 @@ fn channel_root(write_dir: &Path) -> PathBuf {
             parent.to_path_buf()
         }
         _ => write_dir.to_path_buf(),
+    }
+}
+
+/// The native live index (loaded with the same cache as `index`, so a
+/// restart on a big channel reads only what changed), or the conda
+/// fallback.
+fn open_catalog(args: &ServeArgs, root: &Path) -> anyhow::Result<Catalog> {
+    let storage = LocalFs::new(root);
+    match args.indexer {
+        Indexer::Native => {
+            if let Some(exe) = &args.conda_exe {
+                tracing::info!(
+                    "-e {} is not used: the native indexer keeps the metadata (--indexer conda to use conda)",
+                    exe.display()
+                );
+            }
+            let options = IndexOptions {
+                zst: !args.no_zst,
+                ..IndexOptions::default()
+            };
+            let (live, summary) = LiveIndex::open(storage, options)
+                .with_context(|| format!("cannot index {}", root.display()))?;
+            tracing::info!(
+                "channel {}: {} packages in {} subdirs ({} read, {} left out) in {:.2} s",
+                root.display(),
+                summary.packages,
+                summary.subdirs,
+                summary.read,
+                summary.left_out.len(),
+                summary.elapsed.as_secs_f64()
+            );
+            Ok(Catalog::Native(live))
+        }
+        Indexer::Conda => {
+            let indexer = CondaIndexer {
+                exe: args.conda_exe.clone().unwrap_or_else(|| "conda".into()),
+                zst: !args.no_zst,
+                ..CondaIndexer::default()
+            };
+            let conda = CondaChannel::new(root, indexer);
+            conda
+                .refresh()
+                .context("the conda indexer does not work (check -e/--conda-exe)")?;
+            Ok(Catalog::Conda { storage, conda })
+        }
     }
 }
 
@@ -212,26 +279,13 @@ fn read_token_file(path: &Path) -> anyhow::Result<Vec<NamedToken>> {
             hash,
         });
     }
+    if tokens.is_empty() {
+        bail!("token file {} holds no tokens", path.display());
+    }
     Ok(tokens)
 }
 
-/// Creates the staging directory and removes what a crash left in it.
-fn prepare_staging(root: &Path) -> anyhow::Result<PathBuf> {
-    let staging = root.join(STAGING_DIR);
-    if staging.exists() {
-        fs::remove_dir_all(&staging)
-            .with_context(|| format!("cannot clean {}", staging.display()))?;
-    }
-    fs::create_dir_all(&staging).with_context(|| {
-        format!(
-            "cannot create {} (is the channel writable?)",
-            staging.display()
-        )
-    })?;
-    Ok(staging)
-}
-
-async fn tls_config(
+fn tls_config(
     args: &ServeArgs,
     root: &Path,
 ) -> anyhow::Result<Option<axum_server::tls_rustls::RustlsConfig>> {
@@ -240,9 +294,9 @@ async fn tls_config(
         return Ok(None);
     }
     if let (Some(cert), Some(key)) = (&args.certfile, &args.keyfile) {
-        return Ok(Some(tls::load(cert, key).await?));
+        return Ok(Some(tls::load(cert, key)?));
     }
-    let (config, cert) = tls::self_signed(&root.join(".auh-tls")).await?;
+    let (config, cert) = tls::self_signed(&root.join(TLS_DIR))?;
     println!(
         "self-signed certificate for localhost: {} (trust it with SSL_CERT_FILE)",
         cert.display()

@@ -79,31 +79,29 @@ impl LiveIndex {
     }
 
     /// Adds (or replaces) a package already placed at `subdir/file_name` and
-    /// returns once metadata listing it is durably written. Blocking.
+    /// returns once metadata listing it is durably written. Blocking. On
+    /// failure the in-memory state is as it was before.
     pub fn add(&self, subdir: &str, stat: FileStat, package: IndexedPackage) -> io::Result<()> {
         let slot = self.slot(subdir)?;
         let name = stat.name.clone();
-        let version = {
+        let entry = CacheEntry {
+            size: stat.size,
+            mtime_ns: stat.mtime_ns,
+            outcome: Outcome::Indexed(package.clone()),
+        };
+        let (version, previous) = {
             let mut state = lock(&slot.state);
-            state
-                .repodata
-                .packages
-                .insert(name.clone(), package.clone());
-            state.cache.insert(
-                name.clone(),
-                CacheEntry {
-                    size: stat.size,
-                    mtime_ns: stat.mtime_ns,
-                    outcome: Outcome::Indexed(package),
-                },
+            let previous = (
+                state.repodata.packages.insert(name.clone(), package),
+                state.cache.insert(name.clone(), entry),
             );
             state.version += 1;
-            state.version
+            (state.version, previous)
         };
         self.commit(&slot, version).inspect_err(|_| {
             let mut state = lock(&slot.state);
-            state.repodata.packages.remove(&name);
-            state.cache.remove(&name);
+            restore(&mut state.repodata.packages, &name, previous.0);
+            restore(&mut state.cache, &name, previous.1);
         })
     }
 
@@ -140,6 +138,13 @@ impl LiveIndex {
         subdirs.insert(subdir.to_owned(), slot.clone());
         Ok(slot)
     }
+}
+
+fn restore<V>(map: &mut BTreeMap<String, V>, key: &str, previous: Option<V>) {
+    match previous {
+        Some(value) => map.insert(key.to_owned(), value),
+        None => map.remove(key),
+    };
 }
 
 impl Subdir {

@@ -6,6 +6,7 @@
 //! as in the subdir's cache) are not opened at all.
 
 mod cache;
+pub mod conda;
 mod live;
 mod outputs;
 mod scan;
@@ -23,7 +24,7 @@ use cache::{CacheEntry, Outcome};
 pub use live::LiveIndex;
 pub use outputs::DEFAULT_ZSTD_LEVEL;
 
-use crate::package::{read_package, PackageInfo};
+use crate::package::{read_package, Digests, InfoMembers};
 use crate::repodata::{
     build_record, normalise_run_exports, IndexedPackage, JsonStyle, SubdirRepodata,
 };
@@ -208,29 +209,26 @@ pub fn index_package(
     file: impl io::Read + io::Seek,
     file_name: &str,
 ) -> Result<IndexedPackage, LeftOutReason> {
-    read_and_index(file, file_name).map(|(_, package)| package)
-}
-
-/// Like [`index_package`], also returning the raw info members and digests.
-pub fn read_and_index(
-    file: impl io::Read + io::Seek,
-    file_name: &str,
-) -> Result<(PackageInfo, IndexedPackage), LeftOutReason> {
     let info = read_package(file, file_name).map_err(|e| LeftOutReason {
         listed_in_run_exports: e.conda_index_tolerates(),
         message: e.to_string(),
     })?;
-    let record =
-        build_record(&info.members.index_json, &info.digests).map_err(LeftOutReason::from)?;
-    let run_exports = normalise_run_exports(info.members.run_exports_json.as_deref())
-        .map_err(LeftOutReason::from)?;
-    Ok((
-        info,
-        IndexedPackage {
-            record,
-            run_exports,
-        },
-    ))
+    index_record(&info.members, &info.digests)
+}
+
+/// Builds what the index keeps for a package from its info members and
+/// digests.
+pub fn index_record(
+    members: &InfoMembers,
+    digests: &Digests,
+) -> Result<IndexedPackage, LeftOutReason> {
+    let record = build_record(&members.index_json, digests).map_err(LeftOutReason::from)?;
+    let run_exports =
+        normalise_run_exports(members.run_exports_json.as_deref()).map_err(LeftOutReason::from)?;
+    Ok(IndexedPackage {
+        record,
+        run_exports,
+    })
 }
 
 /// Builds and writes one subdir's metadata and cache; returns the number of

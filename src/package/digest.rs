@@ -15,31 +15,28 @@ pub struct Digests {
     pub size: u64,
 }
 
-/// A reader that hashes every byte passing through it.
-pub struct HashingReader<R> {
-    inner: R,
+/// md5, sha256 and size of a byte stream fed in pieces, for callers that
+/// see the bytes go by (an upload being written to disk).
+#[derive(Clone, Default)]
+pub struct Hasher {
     md5: Md5,
     sha256: Sha256,
     size: u64,
 }
 
-impl<R: Read> HashingReader<R> {
-    pub fn new(inner: R) -> Self {
-        Self {
-            inner,
-            md5: Md5::new(),
-            sha256: Sha256::new(),
-            size: 0,
-        }
+impl Hasher {
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// Reads (and hashes) whatever is left of the stream.
-    pub fn drain(&mut self) -> io::Result<u64> {
-        io::copy(self, &mut io::sink())
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.md5.update(bytes);
+        self.sha256.update(bytes);
+        self.size += bytes.len() as u64;
     }
 
-    /// Bytes read so far.
-    pub fn bytes_read(&self) -> u64 {
+    /// Bytes fed so far.
+    pub fn size(&self) -> u64 {
         self.size
     }
 
@@ -52,13 +49,34 @@ impl<R: Read> HashingReader<R> {
     }
 }
 
+/// A reader that hashes every byte passing through it.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Hasher,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            hasher: Hasher::new(),
+        }
+    }
+
+    /// Reads (and hashes) whatever is left of the stream.
+    pub fn drain(&mut self) -> io::Result<u64> {
+        io::copy(self, &mut io::sink())
+    }
+
+    pub fn finish(self) -> Digests {
+        self.hasher.finish()
+    }
+}
+
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let bytes = &buf[..n];
-        self.md5.update(bytes);
-        self.sha256.update(bytes);
-        self.size += n as u64;
+        self.hasher.update(&buf[..n]);
         Ok(n)
     }
 }

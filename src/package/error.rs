@@ -31,6 +31,12 @@ pub enum PackageError {
     },
     #[error("info/index.json not found within the first {0} decompressed bytes")]
     ScanLimitExceeded(u64),
+    #[error("decompresses to more than {0} bytes (a decompression bomb?)")]
+    ExpansionLimitExceeded(u64),
+    #[error("unsafe tar member {member:?}: {why}")]
+    UnsafeMember { member: String, why: String },
+    #[error("no `{0}` member at the ZIP root")]
+    MissingPkgArchive(String),
 }
 
 impl PackageError {

@@ -6,6 +6,7 @@ use std::io::{self, Read};
 
 use tar::{Archive, Entry, EntryType};
 
+use super::member_rules::MemberRules;
 use super::{PackageError, MAX_INFO_MEMBER_BYTES, MAX_SCANNED_BYTES};
 
 const INDEX_JSON: &str = "info/index.json";
@@ -30,35 +31,93 @@ pub(crate) enum StopRule {
     /// `index.json` is found, the first member outside `info/` ends the walk
     /// and the payload is never decompressed.
     FirstPayloadMember,
+    /// Every member, to the end of the compressed stream (uploads: the
+    /// whole archive must be sound, not only its start).
+    EveryMember,
+}
+
+/// How far to walk a tar and what to check on the way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Walk {
+    pub stop: StopRule,
+    /// Refuse members an installer could be tricked by (see
+    /// [`MemberRules`]).
+    pub strict: bool,
+    /// Most decompressed bytes to pass through.
+    pub limit: u64,
+}
+
+impl Walk {
+    /// The indexer's walk: as little as possible, nothing refused that
+    /// conda-index would list.
+    pub(crate) fn index(stop: StopRule) -> Self {
+        Self {
+            stop,
+            strict: false,
+            limit: MAX_SCANNED_BYTES,
+        }
+    }
 }
 
 /// Reads the wanted info members from a decompressed tar stream.
-pub(crate) fn collect<R: Read>(tar: R, stop: StopRule) -> Result<InfoMembers, PackageError> {
-    let mut archive = Archive::new(LimitedReader::new(tar, MAX_SCANNED_BYTES));
-    let mut index_json = None;
-    let mut run_exports_json = None;
-    for entry in archive.entries().map_err(scan_error)? {
-        let mut entry = entry.map_err(scan_error)?;
+pub(crate) fn collect<R: Read>(tar: R, walk: Walk) -> Result<InfoMembers, PackageError> {
+    let found = scan(tar, walk)?;
+    Ok(InfoMembers {
+        index_json: found.index_json.ok_or(PackageError::MissingIndexJson)?,
+        run_exports_json: found.run_exports_json,
+    })
+}
+
+/// Walks a whole tar stream (a `.conda`'s `pkg-` part), checking every
+/// member.
+pub(crate) fn check_every_member<R: Read>(tar: R, limit: u64) -> Result<(), PackageError> {
+    let walk = Walk {
+        stop: StopRule::EveryMember,
+        strict: true,
+        limit,
+    };
+    scan(tar, walk).map(drop)
+}
+
+#[derive(Default)]
+struct Found {
+    index_json: Option<Vec<u8>>,
+    run_exports_json: Option<Vec<u8>>,
+}
+
+fn scan<R: Read>(tar: R, walk: Walk) -> Result<Found, PackageError> {
+    let fail = |err| scan_error(err, walk);
+    let mut archive = Archive::new(LimitedReader::new(tar, walk.limit));
+    let mut found = Found::default();
+    let mut rules = MemberRules::default();
+    for entry in archive.entries().map_err(fail)? {
+        let mut entry = entry.map_err(fail)?;
+        if walk.strict {
+            rules.check(&entry)?;
+        }
         let name = member_name(&entry);
-        if index_json.is_some()
-            && stop == StopRule::FirstPayloadMember
+        if found.index_json.is_some()
+            && walk.stop == StopRule::FirstPayloadMember
             && !name.starts_with(b"info/")
         {
             break;
         }
-        if name == INDEX_JSON.as_bytes() && index_json.is_none() {
-            index_json = Some(read_member(&mut entry, INDEX_JSON)?);
-        } else if name == RUN_EXPORTS_JSON.as_bytes() && run_exports_json.is_none() {
-            run_exports_json = Some(read_member(&mut entry, RUN_EXPORTS_JSON)?);
+        if name == INDEX_JSON.as_bytes() && found.index_json.is_none() {
+            found.index_json = Some(read_member(&mut entry, INDEX_JSON, walk)?);
+        } else if name == RUN_EXPORTS_JSON.as_bytes() && found.run_exports_json.is_none() {
+            found.run_exports_json = Some(read_member(&mut entry, RUN_EXPORTS_JSON, walk)?);
         }
-        if index_json.is_some() && run_exports_json.is_some() {
+        let all_found = found.index_json.is_some() && found.run_exports_json.is_some();
+        if all_found && walk.stop != StopRule::EveryMember {
             break;
         }
     }
-    Ok(InfoMembers {
-        index_json: index_json.ok_or(PackageError::MissingIndexJson)?,
-        run_exports_json,
-    })
+    if walk.stop == StopRule::EveryMember {
+        // Past the tar's end-of-archive blocks: the rest of the compressed
+        // stream must decode too (trailing padding, checksums).
+        io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(fail)?;
+    }
+    Ok(found)
 }
 
 /// The member's name with one leading `./` removed: some tools write
@@ -71,6 +130,7 @@ fn member_name<R: Read>(entry: &Entry<'_, R>) -> Vec<u8> {
 fn read_member<R: Read>(
     entry: &mut Entry<'_, R>,
     member: &'static str,
+    walk: Walk,
 ) -> Result<Vec<u8>, PackageError> {
     let kind = entry.header().entry_type();
     if !matches!(kind, EntryType::Regular | EntryType::Continuous) {
@@ -88,15 +148,21 @@ fn read_member<R: Read>(
         });
     }
     let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    entry.read_to_end(&mut bytes).map_err(scan_error)?;
+    entry
+        .read_to_end(&mut bytes)
+        .map_err(|e| scan_error(e, walk))?;
     Ok(bytes)
 }
 
 /// Tells a bomb (scan limit) and a bad compressed stream apart from a
 /// malformed tar.
-fn scan_error(err: io::Error) -> PackageError {
+fn scan_error(err: io::Error, walk: Walk) -> PackageError {
     if err.kind() == io::ErrorKind::FileTooLarge {
-        return PackageError::ScanLimitExceeded(MAX_SCANNED_BYTES);
+        return if walk.stop == StopRule::EveryMember {
+            PackageError::ExpansionLimitExceeded(walk.limit)
+        } else {
+            PackageError::ScanLimitExceeded(walk.limit)
+        };
     }
     let mut source: Option<&(dyn std::error::Error + 'static)> = err.get_ref().map(|e| e as _);
     while let Some(inner) = source {

@@ -7,20 +7,27 @@
 //! members are held, each capped at [`MAX_INFO_MEMBER_BYTES`], and the
 //! decompressed bytes scanned are capped at [`MAX_SCANNED_BYTES`] so a tiny
 //! archive that expands to gigabytes is refused rather than followed.
+//!
+//! Two depths of reading: [`read_package`] reads as little as the index
+//! needs (and accepts whatever conda-index would list), while
+//! [`read_verified`] walks every member of an upload to the end of its
+//! streams and refuses members an installer could be tricked by.
 
 mod conda;
 mod digest;
 mod error;
 pub(crate) mod info;
+mod member_rules;
 mod tar_bz2;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-pub use digest::{hex, Digests, HashingReader};
+pub use digest::{hex, Digests, Hasher, HashingReader};
 pub use error::PackageError;
 pub use info::InfoMembers;
+use info::{StopRule, Walk};
 
 /// Largest `info/` member we are willing to hold in memory. Real
 /// `index.json` files are a few kilobytes.
@@ -28,6 +35,23 @@ pub const MAX_INFO_MEMBER_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Most decompressed bytes scanned while looking for the info members.
 pub const MAX_SCANNED_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+/// How many times its own size a verified package may expand to. Real
+/// packages stay far below (binaries and text compress 3-10x); a bomb does
+/// not, and is refused after bounded work.
+pub const MAX_EXPANSION_RATIO: u64 = 200;
+
+/// A small package may always expand to this much, whatever its ratio.
+pub const MIN_EXPANSION_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Never decompress more than this while verifying one package.
+pub const MAX_VERIFIED_BYTES: u64 = 64 * 1024 * 1024 * 1024;
+
+/// The decompression budget for verifying a package of `size` bytes.
+pub fn expansion_limit(size: u64) -> u64 {
+    size.saturating_mul(MAX_EXPANSION_RATIO)
+        .clamp(MIN_EXPANSION_BYTES, MAX_VERIFIED_BYTES)
+}
 
 /// The two conda package formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -88,12 +112,14 @@ pub fn read_package<R: Read + Seek>(
     let (members, digests) = match format {
         PackageFormat::TarBz2 => {
             let mut hashing = HashingReader::new(reader);
-            let members = tar_bz2::read_info(&mut hashing)?;
+            let members =
+                tar_bz2::read_info(&mut hashing, Walk::index(StopRule::FirstPayloadMember))?;
             hashing.drain()?;
             (members, hashing.finish())
         }
         PackageFormat::Conda => {
-            let members = conda::read_info(&mut reader, format.stem(file_name))?;
+            let walk = Walk::index(StopRule::EndOfInfoTar);
+            let members = conda::read_info(&mut reader, format.stem(file_name), walk)?;
             reader.seek(SeekFrom::Start(0))?;
             let mut hashing = HashingReader::new(reader);
             hashing.drain()?;
@@ -101,6 +127,29 @@ pub fn read_package<R: Read + Seek>(
         }
     };
     Ok(PackageInfo { members, digests })
+}
+
+/// Reads an uploaded package strictly: every member of every part is walked
+/// to the end of its compressed stream (so truncation and corruption
+/// anywhere are found), each member must be safe to extract, and the whole
+/// may expand to at most [`expansion_limit`] bytes. Digests are not
+/// computed here: an upload is hashed as it arrives.
+pub fn read_verified<R: Read + Seek>(
+    mut reader: R,
+    file_name: &str,
+) -> Result<InfoMembers, PackageError> {
+    let format = PackageFormat::from_file_name(file_name).ok_or(PackageError::UnknownFormat)?;
+    let size = reader.seek(SeekFrom::End(0))?;
+    reader.seek(SeekFrom::Start(0))?;
+    let walk = Walk {
+        stop: StopRule::EveryMember,
+        strict: true,
+        limit: expansion_limit(size),
+    };
+    match format {
+        PackageFormat::TarBz2 => tar_bz2::read_info(reader, walk),
+        PackageFormat::Conda => conda::read_info(reader, format.stem(file_name), walk),
+    }
 }
 
 /// Reads a package file from disk; see [`read_package`].

@@ -2,11 +2,14 @@
 //! error has one JSON shape: `{"error": "…"}`. A 5xx never shows internals;
 //! the details go to the log.
 
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::publish::PublishError;
+
+/// Seconds a client turned away for load should wait before retrying.
+const RETRY_AFTER_SECONDS: &str = "5";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -16,6 +19,10 @@ pub enum ApiError {
     BadRequest(String),
     #[error("upload larger than the {0}-byte limit")]
     TooLarge(u64),
+    #[error("the client sent nothing for {0} seconds")]
+    Timeout(u64),
+    #[error("too many uploads in progress; retry shortly")]
+    Busy,
     #[error(transparent)]
     Publish(#[from] PublishError),
     #[error("internal error: {0}")]
@@ -28,6 +35,8 @@ impl ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Publish(err) => match err {
                 PublishError::BadFileName(_) | PublishError::ChecksumMismatch { .. } => {
                     StatusCode::BAD_REQUEST
@@ -36,9 +45,20 @@ impl ApiError {
                     StatusCode::UNPROCESSABLE_ENTITY
                 }
                 PublishError::Conflict(_) => StatusCode::CONFLICT,
-                PublishError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                PublishError::Storage(_) | PublishError::CondaIndex(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
             },
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// What the client is told (and the access log shows).
+    pub fn public_message(&self) -> String {
+        if self.status().is_server_error() && !matches!(self, Self::Busy) {
+            "internal server error".to_owned()
+        } else {
+            self.to_string()
         }
     }
 }
@@ -49,15 +69,26 @@ impl From<std::io::Error> for ApiError {
     }
 }
 
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(err: tokio::task::JoinError) -> Self {
+        Self::Internal(format!("worker task failed: {err}"))
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message = if status.is_server_error() {
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!("request failed: {self}");
-            "internal server error".to_owned()
-        } else {
-            self.to_string()
-        };
-        (status, Json(serde_json::json!({ "error": message }))).into_response()
+        }
+        let body = Json(serde_json::json!({ "error": self.public_message() }));
+        let mut response = (status, body).into_response();
+        if matches!(self, Self::Busy) {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+        }
+        response
     }
 }

@@ -1,88 +1,43 @@
 //! The upload server: HTTPS (or, behind a proxy, plain HTTP), token
-//! authentication, uploads published through the live index.
+//! authentication, uploads streamed to staging and published through the
+//! channel's catalog.
 //!
-//! [`run`] takes its listener and shutdown signal as parameters, so tests
-//! start it on port 0 and stop it cleanly.
+//! Layout: [`state`] (what handlers share), [`router`] (routes and layers),
+//! `handlers/` (one module per protocol), [`staging`] (receiving bodies),
+//! [`error`] (every status code), [`access_log`], [`tls`]. [`run`] takes its
+//! listener and shutdown signal as parameters, so tests start it on port 0
+//! and stop it cleanly.
 
-mod error;
+pub mod access_log;
+pub mod error;
+mod handlers;
+pub mod router;
+pub mod staging;
+pub mod state;
 pub mod tls;
-mod upload;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
-use axum::Router;
 use axum_server::tls_rustls::RustlsConfig;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use hyper_util::rt::TokioTimer;
 
 pub use error::ApiError;
-
-use crate::index::LiveIndex;
-use crate::token::{Token, TokenHash};
+pub use router::router;
+pub use state::{AppState, Limits, NamedToken};
 
 /// Staging directory under the channel root: same file system, so a
-/// finished upload is linked into place, and never served.
+/// finished upload is linked into place; never indexed (not a subdir name)
+/// and never served.
 pub const STAGING_DIR: &str = ".auh-staging";
 
-/// A configured token: who it belongs to (for the log) and its hash.
-#[derive(Debug, Clone)]
-pub struct NamedToken {
-    pub name: String,
-    pub hash: TokenHash,
-}
+/// A client must finish sending its request headers within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Everything request handlers share.
-pub struct AppState {
-    pub index: LiveIndex,
-    pub tokens: Vec<NamedToken>,
-    pub max_upload_bytes: u64,
-    pub allow_overwrite: bool,
-    pub staging: PathBuf,
-}
-
-impl AppState {
-    /// The name of the token that matches, checking every configured hash
-    /// in constant time.
-    pub fn authenticate(&self, token: &Token) -> Result<String, ApiError> {
-        let mut found = None;
-        for named in &self.tokens {
-            if named.hash.matches(token) && found.is_none() {
-                found = Some(named.name.clone());
-            }
-        }
-        found.ok_or(ApiError::Unauthorized)
-    }
-
-    fn staging_file(&self) -> Result<tempfile::NamedTempFile, ApiError> {
-        Ok(tempfile::Builder::new()
-            .prefix("upload-")
-            .tempfile_in(&self.staging)?)
-    }
-}
-
-/// The routes and layers.
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/", post(upload::original))
-        .route("/healthz", get(|| async { "ok" }))
-        // Bodies stream to disk with our own limit (413), not axum's 2 MB.
-        .layer(DefaultBodyLimit::disable())
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
-        )
-        .with_state(state)
-}
-
-/// Serves until `shutdown` resolves, then lets in-flight requests finish
-/// (up to `grace`).
+/// Serves until `shutdown` resolves, then stops accepting connections and
+/// lets in-flight requests finish for up to `grace`.
 pub async fn run(
     state: Arc<AppState>,
     listener: std::net::TcpListener,
@@ -101,16 +56,26 @@ pub async fn run(
     });
     match tls {
         Some(tls) => {
-            axum_server::from_tcp_rustls(listener, tls)
-                .handle(handle)
-                .serve(app)
-                .await
+            let mut server = axum_server::from_tcp_rustls(listener, tls).handle(handle);
+            slow_client_timeouts(server.http_builder());
+            server.serve(app).await
         }
         None => {
-            axum_server::from_tcp(listener)
-                .handle(handle)
-                .serve(app)
-                .await
+            let mut server = axum_server::from_tcp(listener).handle(handle);
+            slow_client_timeouts(server.http_builder());
+            server.serve(app).await
         }
     }
+}
+
+/// A client that opens a connection and then dawdles over its headers is
+/// cut off (bodies have the upload idle timeout).
+fn slow_client_timeouts(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+) {
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new());
 }

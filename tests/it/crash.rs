@@ -75,7 +75,7 @@ fn remember_all(channel: &Path, known: &mut Known) {
 fn modify(channel: &Path, round: usize, known: &mut Known) {
     for k in 0..ADDED_PER_ITERATION {
         let subdir = SUBDIRS[(round + k) % SUBDIRS.len()];
-        let format = if (round + k) % 2 == 0 {
+        let format = if (round + k).is_multiple_of(2) {
             Format::Conda
         } else {
             Format::TarBz2

@@ -12,7 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use artifact_upload_handler::generate::{package_bytes, Format, PackageSpec};
 use artifact_upload_handler::index::{IndexOptions, LiveIndex};
-use artifact_upload_handler::server::{self, tls, AppState, NamedToken, STAGING_DIR};
+use artifact_upload_handler::publish::Catalog;
+use artifact_upload_handler::server::{self, tls, AppState, Limits, NamedToken, STAGING_DIR};
 use artifact_upload_handler::storage::LocalFs;
 use artifact_upload_handler::token::Token;
 
@@ -41,17 +42,23 @@ impl TestServer {
         };
         let (index, _) = LiveIndex::open(LocalFs::new(root.path()), options).unwrap();
         let tls_dir = tempfile::tempdir().unwrap().keep();
-        let (tls, cert) = runtime.block_on(tls::self_signed(&tls_dir)).unwrap();
-        let state = Arc::new(AppState {
-            index,
-            tokens: vec![NamedToken {
-                name: "ci".into(),
-                hash: Token::new(TOKEN).hash(),
-            }],
+        let (tls, cert) = tls::self_signed(&tls_dir).unwrap();
+        let tokens = vec![NamedToken {
+            name: "ci".into(),
+            hash: Token::new(TOKEN).hash(),
+        }];
+        let limits = Limits {
             max_upload_bytes,
-            allow_overwrite: false,
+            max_concurrent_uploads: 200,
+            ..Limits::default()
+        };
+        let state = Arc::new(AppState::new(
+            Catalog::Native(index),
+            tokens,
+            limits,
+            false,
             staging,
-        });
+        ));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!(
             "https://localhost:{}/",

@@ -1,0 +1,195 @@
+//! Which tar members are safe for an installer to extract: the rules an
+//! upload must pass before it is published, so that a channel never hands
+//! its users a package that writes outside its prefix.
+//!
+//! We never extract anything ourselves; these rules protect the clients
+//! (conda, mamba, pixi) that will. A member is refused when its name is
+//! absolute or climbs out with `..`, when it is a symlink whose target
+//! leaves the package, a hard link to such a path, a member stored under an
+//! earlier symlink (the classic "symlink, then write through it" trick), or
+//! a device or FIFO. Backslashes count as separators too, since Windows
+//! clients treat them so.
+
+use std::collections::HashSet;
+use std::io::Read;
+
+use tar::{Entry, EntryType};
+
+use super::PackageError;
+
+/// The rules for one tar stream; remembers its symlinks.
+#[derive(Default)]
+pub(crate) struct MemberRules {
+    symlinks: HashSet<Vec<u8>>,
+}
+
+impl MemberRules {
+    /// Checks one member's name, type and link target.
+    pub(crate) fn check<R: Read>(&mut self, entry: &Entry<'_, R>) -> Result<(), PackageError> {
+        let name = entry.path_bytes();
+        let refuse = |why: String| PackageError::UnsafeMember {
+            member: String::from_utf8_lossy(&name).into_owned(),
+            why,
+        };
+        check_path(&name).map_err(|why| refuse(why.to_owned()))?;
+        if let Some(link) = self.symlink_above(&name) {
+            return Err(refuse(format!(
+                "lies under the symlink {:?}",
+                String::from_utf8_lossy(&link)
+            )));
+        }
+        match entry.header().entry_type() {
+            EntryType::Regular
+            | EntryType::Continuous
+            | EntryType::GNUSparse
+            | EntryType::Directory
+            | EntryType::XGlobalHeader => Ok(()),
+            EntryType::Symlink => {
+                // Real packages carry symlinks with empty targets (dangling,
+                // and harmless: they cannot point anywhere).
+                let target = link_target(entry).unwrap_or_default();
+                check_symlink(&name, &target).map_err(|why| refuse(why.to_owned()))?;
+                self.symlinks.insert(normalised(&name));
+                Ok(())
+            }
+            EntryType::Link => {
+                let target = link_target(entry)
+                    .ok_or_else(|| refuse("is a hard link without a target".into()))?;
+                check_path(&target).map_err(|why| refuse(format!("hard link target {why}")))
+            }
+            other => Err(refuse(format!(
+                "is a {} (only files, directories and links belong in a package)",
+                format!("{other:?}").to_lowercase()
+            ))),
+        }
+    }
+
+    /// The first proper ancestor of `name` that is a symlink seen earlier.
+    fn symlink_above(&self, name: &[u8]) -> Option<Vec<u8>> {
+        if self.symlinks.is_empty() {
+            return None;
+        }
+        let parts: Vec<&[u8]> = components(name).collect();
+        (1..parts.len())
+            .map(|n| parts[..n].join(&b'/'))
+            .find(|prefix| self.symlinks.contains(prefix))
+    }
+}
+
+/// `./a//b/` and `a/b` name the same member.
+fn normalised(name: &[u8]) -> Vec<u8> {
+    components(name).collect::<Vec<_>>().join(&b'/')
+}
+
+fn link_target<R: Read>(entry: &Entry<'_, R>) -> Option<Vec<u8>> {
+    let target = entry.link_name_bytes()?;
+    (!target.is_empty()).then(|| target.into_owned())
+}
+
+fn components(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+    path.split(|&b| b == b'/' || b == b'\\')
+        .filter(|part| !part.is_empty() && *part != b".")
+}
+
+fn is_absolute(path: &[u8]) -> bool {
+    let drive_letter = path.len() >= 2 && path[0].is_ascii_alphabetic() && path[1] == b':';
+    matches!(path.first(), Some(b'/' | b'\\')) || drive_letter
+}
+
+/// A member name (or hard link target) must stay inside the package.
+fn check_path(path: &[u8]) -> Result<(), &'static str> {
+    if is_absolute(path) {
+        return Err("is an absolute path");
+    }
+    if components(path).any(|part| part == b"..") {
+        return Err("climbs out of the package with `..`");
+    }
+    if components(path).next().is_none() {
+        return Err("has an empty name");
+    }
+    Ok(())
+}
+
+/// A symlink's target, resolved from the link's own directory, must not
+/// leave the package (`lib/libz.so -> libz.so.1` is fine,
+/// `lib/x -> ../../etc/passwd` is not).
+fn check_symlink(name: &[u8], target: &[u8]) -> Result<(), &'static str> {
+    if is_absolute(target) {
+        return Err("is a symlink to an absolute path");
+    }
+    let mut depth = components(name).count().saturating_sub(1);
+    for part in components(target) {
+        if part == b".." {
+            depth = depth
+                .checked_sub(1)
+                .ok_or("is a symlink that points outside the package")?;
+        } else {
+            depth += 1;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_inside_the_package_pass() {
+        for ok in [
+            &b"info/index.json"[..],
+            b"./info/index.json",
+            b"lib/python3.12/site-packages/x.py",
+            b"bin/",
+            b"a..b/c..",
+        ] {
+            assert_eq!(check_path(ok), Ok(()), "{}", String::from_utf8_lossy(ok));
+        }
+    }
+
+    #[test]
+    fn escaping_paths_are_refused() {
+        for bad in [
+            &b"../x"[..],
+            b"a/../../x",
+            b"/etc/passwd",
+            b"\\\\server\\share",
+            b"C:\\Windows\\x",
+            b"lib\\..\\..\\x",
+            b"./",
+            b"",
+        ] {
+            assert!(check_path(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn members_under_an_earlier_symlink_are_refused() {
+        let mut rules = MemberRules::default();
+        rules.symlinks.insert(normalised(b"./lib/d/"));
+        assert_eq!(rules.symlink_above(b"lib/d/x"), Some(b"lib/d".to_vec()));
+        assert_eq!(rules.symlink_above(b"lib/d//x/y"), Some(b"lib/d".to_vec()));
+        assert_eq!(rules.symlink_above(b"lib/d"), None, "the link itself");
+        assert_eq!(rules.symlink_above(b"lib/dx"), None);
+    }
+
+    #[test]
+    fn symlinks_must_stay_inside() {
+        assert_eq!(check_symlink(b"lib/libz.so", b"libz.so.1"), Ok(()));
+        assert_eq!(check_symlink(b"lib/a/b", b"../../bin/x"), Ok(()));
+        assert_eq!(check_symlink(b"bin/python", b"python3.12"), Ok(()));
+        for (name, target) in [
+            (&b"lib/x"[..], &b"../../etc/passwd"[..]),
+            (b"x", b".."),
+            (b"lib/x", b"/etc/passwd"),
+            (b"a/b", b"c/../../../d"),
+        ] {
+            assert!(
+                check_symlink(name, target).is_err(),
+                "{} -> {}",
+                String::from_utf8_lossy(name),
+                String::from_utf8_lossy(target)
+            );
+        }
+    }
+}
