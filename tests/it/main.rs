@@ -12,3 +12,4 @@ mod golden;
 mod incremental;
 mod invalid;
 mod server;
+mod verify;

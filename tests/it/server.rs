@@ -6,11 +6,12 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use artifact_upload_handler::generate::{package_bytes, Format, PackageSpec};
+use std::io::{Read, Write};
+
+use artifact_upload_handler::generate::{package_bytes, Format, Member, MemberKind, PackageSpec};
 use artifact_upload_handler::index::{IndexOptions, LiveIndex};
 use artifact_upload_handler::publish::Catalog;
 use artifact_upload_handler::server::{self, tls, AppState, Limits, NamedToken, STAGING_DIR};
@@ -32,6 +33,14 @@ struct TestServer {
 
 impl TestServer {
     fn start(max_upload_bytes: u64) -> Self {
+        Self::with_limits(Limits {
+            max_upload_bytes,
+            max_concurrent_uploads: 200,
+            ..Limits::default()
+        })
+    }
+
+    fn with_limits(limits: Limits) -> Self {
         let root = tempfile::tempdir().unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let staging = root.path().join(STAGING_DIR);
@@ -47,11 +56,6 @@ impl TestServer {
             name: "ci".into(),
             hash: Token::new(TOKEN).hash(),
         }];
-        let limits = Limits {
-            max_upload_bytes,
-            max_concurrent_uploads: 200,
-            ..Limits::default()
-        };
         let state = Arc::new(AppState::new(
             Catalog::Native(index),
             tokens,
@@ -99,12 +103,28 @@ impl TestServer {
         bytes: Vec<u8>,
         query: &str,
     ) -> (u16, serde_json::Value) {
+        let fields: Vec<(&str, &str)> = token.map(|t| ("token", t)).into_iter().collect();
+        self.upload_with(&fields, file_name, bytes, query)
+    }
+
+    /// Posts text `fields` and then the artifact.
+    fn upload_with(
+        &self,
+        fields: &[(&str, &str)],
+        file_name: &str,
+        bytes: Vec<u8>,
+        query: &str,
+    ) -> (u16, serde_json::Value) {
         let client = self.client();
         let url = format!("{}{query}", self.url);
+        let fields: Vec<(String, String)> = fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         self.runtime.block_on(async move {
             let mut form = reqwest::multipart::Form::new();
-            if let Some(token) = token {
-                form = form.text("token", token.to_owned());
+            for (key, value) in fields {
+                form = form.text(key, value);
             }
             form = form.part(
                 "artifact",
@@ -149,24 +169,6 @@ fn package(name: &str, subdir: &str, format: Format) -> (String, Vec<u8>) {
     (spec.file_name(), package_bytes(&spec).unwrap())
 }
 
-/// A Python interpreter with `requests` (in the oracle's virtualenv).
-fn python_with_requests() -> PathBuf {
-    let (_, venv) = common::oracle();
-    let python = venv.join("bin/python");
-    let has = Command::new(&python)
-        .args(["-c", "import requests"])
-        .status()
-        .unwrap();
-    if !has.success() {
-        let status = Command::new(&python)
-            .args(["-m", "pip", "install", "-q", "requests"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "pip install requests failed");
-    }
-    python
-}
-
 #[test]
 fn seed_readme_python_client_publishes_real_packages() {
     let server = TestServer::start(1 << 30);
@@ -179,28 +181,7 @@ fn seed_readme_python_client_publishes_real_packages() {
         }
     }
     artifacts.sort();
-    // The seed README's loop, verbatim in its request; after each POST the
-    // script checks the package is already in its subdir's repodata.json.
-    let script = r#"
-import json, os, sys, requests
-url, token, channel = sys.argv[1], sys.argv[2], sys.argv[3]
-for path in sys.argv[4:]:
-    artifact = open(path, 'rb')
-    r = requests.post(url, data={'token': token}, files={'artifact': artifact}, verify=False)
-    assert r.status_code == 201, (path, r.status_code, r.text)
-    body = r.json()
-    repodata = json.load(open(os.path.join(channel, body['subdir'], 'repodata.json')))
-    section = 'packages.conda' if path.endswith('.conda') else 'packages'
-    assert os.path.basename(path) in repodata[section], path
-    assert repodata[section][os.path.basename(path)]['sha256'] == body['sha256']
-print('uploaded', len(sys.argv) - 4)
-"#;
-    let output = Command::new(python_with_requests())
-        .args(["-W", "ignore", "-c", script, &server.url, TOKEN])
-        .arg(server.channel())
-        .args(&artifacts)
-        .output()
-        .unwrap();
+    let output = common::seed_client(&server.url, TOKEN, server.channel(), &artifacts);
     assert!(
         output.status.success(),
         "{}\n{}",
@@ -270,13 +251,17 @@ fn hostile_uploads_get_clear_errors_and_change_nothing() {
         spec.payload_bytes = 200 * 1024;
         (spec.file_name(), package_bytes(&spec).unwrap())
     };
-    let mut changed = package_bytes(&{
+    let changed = package_bytes(&{
         let mut spec = PackageSpec::new("good", "1.0", "0", "linux-64", Format::Conda);
         spec.seed = 7;
         spec
     })
     .unwrap();
-    changed.truncate(changed.len());
+    // The name in index.json is "real": the tar.bz2 path reads it fine and
+    // only the name check can refuse it.
+    let mut renamed_tar = PackageSpec::new("real", "1.0", "0", "noarch", Format::TarBz2);
+    renamed_tar.name = "real".into();
+    let renamed_tar_bytes = package_bytes(&renamed_tar).unwrap();
     let cases: Vec<(&str, String, Vec<u8>, u16)> = vec![
         (
             "dot-dot name",
@@ -327,9 +312,24 @@ fn hostile_uploads_get_clear_errors_and_change_nothing() {
             evil_subdir_bytes,
             422,
         ),
+        (
+            "tar.bz2 name disagrees with index.json",
+            "other-1.0-0.tar.bz2".into(),
+            renamed_tar_bytes,
+            422,
+        ),
         ("over the size limit", big_name, big_bytes, 413),
         ("same name, different bytes", good.clone(), changed, 409),
     ];
+    let mut cases = cases;
+    for (what, member) in hostile_members() {
+        for format in [Format::TarBz2, Format::Conda] {
+            let mut spec = PackageSpec::new("hostile", "1.0", "0", "noarch", format);
+            spec.extra_pkg_members = vec![member.clone()];
+            let bytes = package_bytes(&spec).unwrap();
+            cases.push((what, spec.file_name(), bytes, 422));
+        }
+    }
     for (what, name, bytes, expected) in cases {
         let (status, body) = server.upload(Some(TOKEN), &name, bytes, "");
         assert_eq!(status, expected, "{what}: {body}");
@@ -343,9 +343,224 @@ fn hostile_uploads_get_clear_errors_and_change_nothing() {
             "{what} changed the channel"
         );
     }
+    // A client checksum that does not match the bytes.
+    let (status, body) = server.upload_with(
+        &[("token", TOKEN), ("sha256", &"0".repeat(64))],
+        &tar_name,
+        tar_bytes.clone(),
+        "",
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("sha256 mismatch"));
+    assert_eq!(channel_state(server.channel()), before);
+    // A text field past its cap is refused without being buffered whole.
+    let long = "x".repeat(10_000);
+    let (status, _) = server.upload_with(&[("token", &long)], &tar_name, tar_bytes, "");
+    assert_eq!(status, 400);
+    assert_eq!(channel_state(server.channel()), before);
     // An identical retry succeeds and changes nothing either.
     assert_eq!(server.upload(Some(TOKEN), &good, good_bytes, "").0, 201);
     assert_eq!(channel_state(server.channel()), before);
+}
+
+/// Payload members an installer must never be handed.
+fn hostile_members() -> Vec<(&'static str, Member)> {
+    vec![
+        ("member ../", Member::file("../../evil", b"x".to_vec())),
+        ("absolute member", Member::file("/etc/evil", b"x".to_vec())),
+        (
+            "symlink out",
+            Member {
+                path: "lib/evil".into(),
+                kind: MemberKind::Symlink("../../../etc/passwd".into()),
+            },
+        ),
+        (
+            "hard link out",
+            Member {
+                path: "lib/evil".into(),
+                kind: MemberKind::Hardlink("/etc/passwd".into()),
+            },
+        ),
+    ]
+}
+
+/// A `.conda` of a few kilobytes whose info tar holds `bytes` of zeros
+/// after a valid index.json, built as a stream (never in memory).
+fn bomb_conda(bytes: u64) -> (String, Vec<u8>) {
+    let stem = "bomb-1.0-0";
+    let index = br#"{"name":"bomb","version":"1.0","build":"0","build_number":0,"subdir":"noarch"}"#;
+    let mut zst = zstd::Encoder::new(Vec::new(), 1).unwrap();
+    {
+        let mut tar = tar::Builder::new(&mut zst);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(index.len() as u64);
+        header.set_mode(0o644);
+        tar.append_data(&mut header, "info/index.json", &index[..])
+            .unwrap();
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes);
+        header.set_mode(0o644);
+        tar.append_data(&mut header, "info/files", std::io::repeat(0).take(bytes))
+            .unwrap();
+        tar.finish().unwrap();
+    }
+    let info = zst.finish().unwrap();
+    let empty_tar = zstd::encode_all(&[0u8; 1024][..], 1).unwrap();
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored);
+    for (name, data) in [
+        ("metadata.json".to_owned(), br#"{"conda_pkg_format_version": 2}"#.to_vec()),
+        (format!("info-{stem}.tar.zst"), info),
+        (format!("pkg-{stem}.tar.zst"), empty_tar),
+    ] {
+        zip.start_file(name, stored).unwrap();
+        zip.write_all(&data).unwrap();
+    }
+    (format!("{stem}.conda"), zip.finish().unwrap().into_inner())
+}
+
+#[test]
+fn decompression_bomb_is_refused_quickly() {
+    let server = TestServer::start(1 << 30);
+    let before = channel_state(server.channel());
+    let (name, bytes) = bomb_conda(4 << 30);
+    assert!(bytes.len() < 1 << 20, "{} bytes", bytes.len());
+    let (status, body) = server.upload(Some(TOKEN), &name, bytes, "");
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("decompression bomb"),
+        "{body}"
+    );
+    assert_eq!(channel_state(server.channel()), before);
+}
+
+/// Posts the token and the first `head` bytes of an artifact, and the rest
+/// only once `release` fires (never, if it is kept and not sent).
+async fn held_upload(
+    client: reqwest::Client,
+    url: String,
+    (name, bytes): (String, Vec<u8>),
+    head: usize,
+    release: tokio::sync::oneshot::Receiver<()>,
+) -> reqwest::Result<reqwest::Response> {
+    let rest = bytes[head..].to_vec();
+    let first = bytes[..head].to_vec();
+    let (chunks, queued) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(2);
+    tokio::spawn(async move {
+        let _ = chunks.send(Ok(first)).await;
+        if release.await.is_ok() {
+            let _ = chunks.send(Ok(rest)).await;
+        } else {
+            std::future::pending::<()>().await; // stall, connection open
+        }
+    });
+    let stream = futures_util::stream::unfold(queued, |mut queued| async move {
+        queued.recv().await.map(|chunk| (chunk, queued))
+    });
+    let part =
+        reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(stream)).file_name(name);
+    let form = reqwest::multipart::Form::new()
+        .text("token", TOKEN)
+        .part("artifact", part);
+    client.post(url).multipart(form).send().await
+}
+
+#[test]
+fn uploads_past_the_concurrency_cap_get_503_with_retry_after() {
+    let server = TestServer::with_limits(Limits {
+        max_concurrent_uploads: 1,
+        ..Limits::default()
+    });
+    let before = channel_state(server.channel());
+    let client = server.client();
+    let (name, bytes) = package("first", "noarch", Format::Conda);
+    let (release, released) = tokio::sync::oneshot::channel();
+    let first = server.runtime.spawn(held_upload(
+        client.clone(),
+        server.url.clone(),
+        (name, bytes),
+        100,
+        released,
+    ));
+    std::thread::sleep(Duration::from_millis(500)); // the first holds the slot
+    let (second, second_bytes) = package("second", "noarch", Format::Conda);
+    let (status, retry_after) = server.runtime.block_on(async {
+        let form = reqwest::multipart::Form::new().text("token", TOKEN).part(
+            "artifact",
+            reqwest::multipart::Part::bytes(second_bytes.clone()).file_name(second.clone()),
+        );
+        let response = client.post(&server.url).multipart(form).send().await.unwrap();
+        let retry = response.headers().get("retry-after").cloned();
+        (response.status().as_u16(), retry)
+    });
+    assert_eq!(status, 503);
+    assert_eq!(retry_after.unwrap(), "5");
+    // Only the first upload's staging file (still arriving) is new.
+    let mut now = channel_state(server.channel());
+    now.retain(|path, _| !path.starts_with(STAGING_DIR));
+    assert_eq!(now, before);
+    release.send(()).unwrap();
+    let response = server.runtime.block_on(first).unwrap().unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    // The slot is free again.
+    assert_eq!(server.upload(Some(TOKEN), &second, second_bytes, "").0, 201);
+}
+
+#[test]
+fn a_client_that_goes_quiet_is_cut_off_and_leaves_nothing() {
+    let server = TestServer::with_limits(Limits {
+        idle_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    });
+    let before = channel_state(server.channel());
+    let (_keep, never) = tokio::sync::oneshot::channel::<()>();
+    let started = std::time::Instant::now();
+    let response = server
+        .runtime
+        .block_on(held_upload(
+            server.client(),
+            server.url.clone(),
+            package("quiet", "noarch", Format::TarBz2),
+            200,
+            never,
+        ))
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 408);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(channel_state(server.channel()), before);
+    assert!(fs::read_dir(server.channel().join(STAGING_DIR))
+        .unwrap()
+        .next()
+        .is_none());
+}
+
+#[test]
+fn http2_and_http11_are_both_served() {
+    let server = TestServer::start(1 << 30);
+    let cert = reqwest::Certificate::from_pem(&fs::read(&server.cert).unwrap()).unwrap();
+    for (client, version) in [
+        (
+            reqwest::Client::builder().add_root_certificate(cert.clone()),
+            reqwest::Version::HTTP_2,
+        ),
+        (
+            reqwest::Client::builder()
+                .add_root_certificate(cert)
+                .http1_only(),
+            reqwest::Version::HTTP_11,
+        ),
+    ] {
+        let client = client.build().unwrap();
+        let url = format!("{}healthz", server.url);
+        let response = server
+            .runtime
+            .block_on(client.get(url).send())
+            .unwrap();
+        assert_eq!(response.version(), version);
+        assert_eq!(response.status().as_u16(), 200);
+    }
 }
 
 #[test]

@@ -154,3 +154,54 @@ pub fn run_oracle(dir: &Path, args: &[&str]) -> Output {
     );
     output
 }
+
+/// A Python interpreter with `requests` (in the oracle's virtualenv;
+/// `.ci/run` installs it up front, this only covers a bare `cargo test`).
+pub fn python_with_requests() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let (_, venv) = oracle();
+            let python = venv.join("bin/python");
+            let has = Command::new(&python)
+                .args(["-c", "import requests"])
+                .status()
+                .unwrap();
+            if !has.success() {
+                let status = Command::new(&python)
+                    .args(["-m", "pip", "install", "-q", "requests"])
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "pip install requests failed");
+            }
+            python
+        })
+        .clone()
+}
+
+/// The seed README's client loop, verbatim in its request
+/// (`requests.post(url, data={'token': token}, files={'artifact': artifact},
+/// verify=False)`); after each POST it checks that the package is already
+/// listed in its subdir's repodata.json with the sha256 the server answered.
+pub fn seed_client(url: &str, token: &str, channel: &Path, artifacts: &[PathBuf]) -> Output {
+    const SCRIPT: &str = r#"
+import json, os, sys, requests
+url, token, channel = sys.argv[1], sys.argv[2], sys.argv[3]
+for path in sys.argv[4:]:
+    artifact = open(path, 'rb')
+    r = requests.post(url, data={'token': token}, files={'artifact': artifact}, verify=False)
+    assert r.status_code == 201, (path, r.status_code, r.text)
+    body = r.json()
+    repodata = json.load(open(os.path.join(channel, body['subdir'], 'repodata.json')))
+    section = 'packages.conda' if path.endswith('.conda') else 'packages'
+    assert os.path.basename(path) in repodata[section], path
+    assert repodata[section][os.path.basename(path)]['sha256'] == body['sha256']
+print('uploaded', len(sys.argv) - 4)
+"#;
+    Command::new(python_with_requests())
+        .args(["-W", "ignore", "-c", SCRIPT, url, token])
+        .arg(channel)
+        .args(artifacts)
+        .output()
+        .unwrap()
+}
