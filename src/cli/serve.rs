@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use axum_server::tls_rustls::RustlsConfig;
 use clap::{Args, ValueEnum};
 
 use crate::index::conda::{CondaChannel, CondaIndexer};
@@ -129,15 +130,22 @@ pub fn run(args: ServeArgs) -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Everything that can be wrong with the command line fails before the
+    // channel is touched.
+    let tokens = load_tokens(&args)?;
+    let operator_tls = operator_tls(&args)?;
+    let address = SocketAddr::new(args.bind, args.port);
+    let listener =
+        TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"))?;
     let root = channel_root(&args.write_dir);
     fs::create_dir_all(&root)
         .with_context(|| format!("cannot create channel directory {}", root.display()))?;
     let _lock = ChannelLock::acquire(&root)?;
-    let tokens = load_tokens(&args)?;
-    let tls = tls_config(&args, &root)?;
-    let address = SocketAddr::new(args.bind, args.port);
-    let listener =
-        TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"))?;
+    let tls = match operator_tls {
+        Some(tls) => Some(tls),
+        None if args.insecure_http => None,
+        None => Some(self_signed_tls(&root)?),
+    };
     let staging = root.join(STAGING_DIR);
     staging::clean(&staging).with_context(|| {
         format!(
@@ -285,23 +293,25 @@ fn read_token_file(path: &Path) -> anyhow::Result<Vec<NamedToken>> {
     Ok(tokens)
 }
 
-fn tls_config(
-    args: &ServeArgs,
-    root: &Path,
-) -> anyhow::Result<Option<axum_server::tls_rustls::RustlsConfig>> {
+/// The operator's certificate and key, if given (plain HTTP needs none).
+fn operator_tls(args: &ServeArgs) -> anyhow::Result<Option<RustlsConfig>> {
     if args.insecure_http {
         tracing::warn!("serving plain HTTP: only do this behind a TLS-terminating proxy");
         return Ok(None);
     }
-    if let (Some(cert), Some(key)) = (&args.certfile, &args.keyfile) {
-        return Ok(Some(tls::load(cert, key)?));
+    match (&args.certfile, &args.keyfile) {
+        (Some(cert), Some(key)) => Ok(Some(tls::load(cert, key)?)),
+        _ => Ok(None),
     }
+}
+
+fn self_signed_tls(root: &Path) -> anyhow::Result<RustlsConfig> {
     let (config, cert) = tls::self_signed(&root.join(TLS_DIR))?;
     println!(
         "self-signed certificate for localhost: {} (trust it with SSL_CERT_FILE)",
         cert.display()
     );
-    Ok(Some(config))
+    Ok(config)
 }
 
 async fn shutdown_signal() {

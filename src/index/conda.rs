@@ -24,7 +24,7 @@ pub struct CondaIndexer {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CondaIndexError {
-    #[error("cannot run {exe}: {source}")]
+    #[error("cannot run {exe}")]
     Spawn {
         exe: String,
         #[source]

@@ -84,7 +84,7 @@ pub struct IndexSummary {
 pub enum IndexError {
     #[error("{0:?} is not a subdir name (expected noarch or <platform>-<arch>, see CEP 26)")]
     InvalidSubdir(String),
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         #[source]

@@ -48,12 +48,12 @@ pub async fn log_request(request: Request, next: Next) -> Response {
     };
     tracing::info!(
         target: "access",
-        client,
+        %client,
         bytes,
         ms = started.elapsed().as_millis() as u64,
-        token = field(|n| &n.token),
-        package = field(|n| &n.package),
-        refusal = field(|n| &n.refusal),
+        token = %field(|n| &n.token),
+        package = %field(|n| &n.package),
+        refusal = %field(|n| &n.refusal),
         "{method} {path} {}",
         response.status().as_u16(),
     );

@@ -11,5 +11,6 @@ mod differential;
 mod golden;
 mod incremental;
 mod invalid;
+mod serve_cli;
 mod server;
 mod verify;

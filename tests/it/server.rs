@@ -389,7 +389,8 @@ fn hostile_members() -> Vec<(&'static str, Member)> {
 /// after a valid index.json, built as a stream (never in memory).
 fn bomb_conda(bytes: u64) -> (String, Vec<u8>) {
     let stem = "bomb-1.0-0";
-    let index = br#"{"name":"bomb","version":"1.0","build":"0","build_number":0,"subdir":"noarch"}"#;
+    let index =
+        br#"{"name":"bomb","version":"1.0","build":"0","build_number":0,"subdir":"noarch"}"#;
     let mut zst = zstd::Encoder::new(Vec::new(), 1).unwrap();
     {
         let mut tar = tar::Builder::new(&mut zst);
@@ -408,10 +409,13 @@ fn bomb_conda(bytes: u64) -> (String, Vec<u8>) {
     let info = zst.finish().unwrap();
     let empty_tar = zstd::encode_all(&[0u8; 1024][..], 1).unwrap();
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let stored = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored);
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for (name, data) in [
-        ("metadata.json".to_owned(), br#"{"conda_pkg_format_version": 2}"#.to_vec()),
+        (
+            "metadata.json".to_owned(),
+            br#"{"conda_pkg_format_version": 2}"#.to_vec(),
+        ),
         (format!("info-{stem}.tar.zst"), info),
         (format!("pkg-{stem}.tar.zst"), empty_tar),
     ] {
@@ -430,7 +434,10 @@ fn decompression_bomb_is_refused_quickly() {
     let (status, body) = server.upload(Some(TOKEN), &name, bytes, "");
     assert_eq!(status, 422, "{body}");
     assert!(
-        body["error"].as_str().unwrap().contains("decompression bomb"),
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("decompression bomb"),
         "{body}"
     );
     assert_eq!(channel_state(server.channel()), before);
@@ -459,8 +466,7 @@ async fn held_upload(
     let stream = futures_util::stream::unfold(queued, |mut queued| async move {
         queued.recv().await.map(|chunk| (chunk, queued))
     });
-    let part =
-        reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(stream)).file_name(name);
+    let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(stream)).file_name(name);
     let form = reqwest::multipart::Form::new()
         .text("token", TOKEN)
         .part("artifact", part);
@@ -491,7 +497,12 @@ fn uploads_past_the_concurrency_cap_get_503_with_retry_after() {
             "artifact",
             reqwest::multipart::Part::bytes(second_bytes.clone()).file_name(second.clone()),
         );
-        let response = client.post(&server.url).multipart(form).send().await.unwrap();
+        let response = client
+            .post(&server.url)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
         let retry = response.headers().get("retry-after").cloned();
         (response.status().as_u16(), retry)
     });
@@ -554,10 +565,7 @@ fn http2_and_http11_are_both_served() {
     ] {
         let client = client.build().unwrap();
         let url = format!("{}healthz", server.url);
-        let response = server
-            .runtime
-            .block_on(client.get(url).send())
-            .unwrap();
+        let response = server.runtime.block_on(client.get(url).send()).unwrap();
         assert_eq!(response.version(), version);
         assert_eq!(response.status().as_u16(), 200);
     }

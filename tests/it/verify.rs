@@ -69,7 +69,10 @@ fn odd_but_sound_shared_fixtures_pass_verification() {
     for (name, reason) in [
         ("a.tar.bz2", "no info/index.json"),
         ("test_-file.tar.bz2", "corrupt or truncated"),
-        ("info-only-1.0.0-0.conda", "no `pkg-info-only-1.0.0-0.tar.zst` member"),
+        (
+            "info-only-1.0.0-0.conda",
+            "no `pkg-info-only-1.0.0-0.tar.zst` member",
+        ),
     ] {
         let err = verify(&invalid.join(name)).unwrap_err();
         assert!(err.contains(reason), "{name}: {err}");
@@ -103,14 +106,35 @@ fn members_that_would_escape_an_install_prefix_are_refused() {
         kind: MemberKind::Hardlink(target.into()),
     };
     for (member, reason) in [
-        (Member::file("../../x", b"x".to_vec()), "climbs out of the package"),
-        (Member::file("lib/../../x", b"x".to_vec()), "climbs out of the package"),
-        (Member::file("/etc/cron.d/x", b"x".to_vec()), "absolute path"),
-        (Member::file("C:\\Windows\\x", b"x".to_vec()), "absolute path"),
-        (link("lib/x", "../../etc/passwd"), "points outside the package"),
+        (
+            Member::file("../../x", b"x".to_vec()),
+            "climbs out of the package",
+        ),
+        (
+            Member::file("lib/../../x", b"x".to_vec()),
+            "climbs out of the package",
+        ),
+        (
+            Member::file("/etc/cron.d/x", b"x".to_vec()),
+            "absolute path",
+        ),
+        (
+            Member::file("C:\\Windows\\x", b"x".to_vec()),
+            "absolute path",
+        ),
+        (
+            link("lib/x", "../../etc/passwd"),
+            "points outside the package",
+        ),
         (link("lib/x", "/etc/passwd"), "symlink to an absolute path"),
-        (hard("lib/x", "../../etc/passwd"), "hard link target climbs out"),
-        (hard("lib/x", "/etc/passwd"), "hard link target is an absolute path"),
+        (
+            hard("lib/x", "../../etc/passwd"),
+            "hard link target climbs out",
+        ),
+        (
+            hard("lib/x", "/etc/passwd"),
+            "hard link target is an absolute path",
+        ),
     ] {
         let shown = format!("{member:?}");
         for verdict in verdicts(member.clone()) {
@@ -120,7 +144,10 @@ fn members_that_would_escape_an_install_prefix_are_refused() {
         }
     }
     // Links that stay inside the package are what real packages hold.
-    for member in [link("lib/libz.so", "libz.so.1"), link("bin/py", "../lib/py")] {
+    for member in [
+        link("lib/libz.so", "libz.so.1"),
+        link("bin/py", "../lib/py"),
+    ] {
         for verdict in verdicts(member.clone()) {
             assert_eq!(verdict, Ok(()), "{member:?}");
         }

@@ -1,0 +1,703 @@
+//! `serve` as users run it: the real binary, its command line (the
+//! original's flat invocation and spellings, no arguments at all), start-up
+//! errors, signals, the channel lock, the conda fallback, and memory while
+//! a 1 GiB package uploads.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use artifact_upload_handler::generate::{package_bytes, Format, PackageSpec};
+use artifact_upload_handler::token::Token;
+
+use crate::common;
+
+const TOKEN: &str = "mysecuretoken";
+
+/// A `serve` process, stopped (SIGKILL) on drop if still running.
+struct Served {
+    child: Child,
+    /// `https://localhost:PORT/`
+    url: String,
+    /// What it printed before it started serving.
+    banner: Vec<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Served {
+    /// Starts the binary with `args` in `cwd` and waits until it serves.
+    fn start(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        #[allow(clippy::zombie_processes)] // Drop kills and waits for it
+        let mut child = Command::new(common::bin())
+            .args(args)
+            .envs(env.iter().copied())
+            .env_remove("AUH_TOKEN_HASH")
+            .current_dir(cwd)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let mut err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let (lines, seen) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut banner = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = seen.recv_timeout(left) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "serve did not start: {banner:?}\n{}",
+                    stderr.lock().unwrap()
+                );
+            };
+            if let Some(rest) = line.strip_prefix("serving ") {
+                let port = rest.rsplit(':').next().unwrap().trim_end_matches('/');
+                let scheme = if rest.contains("https://") {
+                    "https"
+                } else {
+                    "http"
+                };
+                let url = format!("{scheme}://localhost:{port}/");
+                return Self {
+                    child,
+                    url,
+                    banner,
+                    stderr,
+                };
+            }
+            banner.push(line);
+        }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.pid()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "serve did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Peak resident memory so far (Linux `VmHWM`), in bytes.
+    fn peak_rss(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .unwrap()
+            .to_owned();
+        let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kb * 1024
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An operator's certificate and key for localhost, as PEM files.
+fn operator_certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    fs::write(&cert, certified.cert.pem()).unwrap();
+    fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+fn client_trusting(cert: &Path) -> reqwest::Client {
+    let cert = reqwest::Certificate::from_pem(&fs::read(cert).unwrap()).unwrap();
+    reqwest::Client::builder()
+        .add_root_certificate(cert)
+        .build()
+        .unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap()
+}
+
+/// Posts the original request with in-memory bytes.
+fn post(client: &reqwest::Client, url: &str, token: &str, name: &str, bytes: Vec<u8>) -> u16 {
+    runtime().block_on(async {
+        let form = reqwest::multipart::Form::new()
+            .text("token", token.to_owned())
+            .part(
+                "artifact",
+                reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned()),
+            );
+        let response = client.post(url).multipart(form).send().await.unwrap();
+        response.status().as_u16()
+    })
+}
+
+fn repodata(channel: &Path, subdir: &str) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(channel.join(subdir).join("repodata.json")).unwrap()).unwrap()
+}
+
+fn fixture_artifacts(channel: &str) -> Vec<PathBuf> {
+    let mut artifacts = Vec::new();
+    for subdir in fs::read_dir(common::fixtures().join("channels").join(channel)).unwrap() {
+        for file in fs::read_dir(subdir.unwrap().path()).unwrap() {
+            artifacts.push(file.unwrap().path());
+        }
+    }
+    artifacts.sort();
+    artifacts
+}
+
+#[test]
+fn original_command_line_serves_the_seed_readme_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = operator_certificate(dir.path());
+    let channel = dir.path().join("channel");
+    let hash = Token::new(TOKEN).hash().to_string();
+    // The seed README's invocation, flat and with its underscore spellings;
+    // -d names a platform directory and -e a conda that does not exist.
+    let subdir_dir = channel.join("linux-64");
+    let args = [
+        "--write_dir",
+        subdir_dir.to_str().unwrap(),
+        "-p",
+        "0",
+        "--conda_exe",
+        "/path/to/env/bin/conda",
+        "-c",
+        cert.to_str().unwrap(),
+        "-k",
+        key.to_str().unwrap(),
+        "--token_hash",
+        &hash,
+    ];
+    let mut served = Served::start(dir.path(), &args, &[]);
+    let artifacts = fixture_artifacts("conda-format-repo");
+    let output = common::seed_client(&served.url, TOKEN, &channel, &artifacts);
+    assert!(
+        output.status.success(),
+        "{}\n{}\n{}",
+        common::stdout(&output),
+        common::stderr(&output),
+        served.stderr()
+    );
+    assert_eq!(
+        fs::read(channel.join("linux-64/repodata.json")).unwrap(),
+        fs::read(common::golden().join("conda-format-repo/linux-64/repodata.json")).unwrap()
+    );
+    served.signal("TERM");
+    assert!(served.wait(Duration::from_secs(20)).success());
+    let log = served.stderr();
+    assert!(log.contains("is a subdir; using its parent"), "{log}");
+    // One access-log line per upload: who, what, outcome; never the token.
+    let uploads: Vec<&str> = log.lines().filter(|l| l.contains("POST / 201")).collect();
+    assert_eq!(uploads.len(), artifacts.len(), "{log}");
+    assert!(uploads[0].contains("token=token-1"), "{}", uploads[0]);
+    assert!(uploads[0].contains("package=") && uploads[0].contains("client="));
+    assert!(!log.contains(TOKEN), "the token was logged");
+}
+
+#[test]
+fn no_arguments_serves_on_defaults_and_keeps_its_certificate() {
+    let cwd = tempfile::tempdir().unwrap();
+    // The port comes from the environment so parallel test runs cannot
+    // collide on 9999; the command line stays empty.
+    let mut served = Served::start(cwd.path(), &[], &[("AUH_PORT", "0")]);
+    let printed = |prefix: &str| {
+        served
+            .banner
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(str::to_owned))
+            .unwrap_or_else(|| panic!("no {prefix:?} in {:?}", served.banner))
+    };
+    let token = printed("token: ");
+    let hash = printed("hash:  ");
+    assert!(hash.starts_with(&Token::new(token.clone()).hash().to_string()));
+    let cert_line = printed("self-signed certificate for localhost: ");
+    let cert = cwd.path().join(cert_line.split(" (").next().unwrap());
+    // A rustls client (as rattler and pixi use) accepts it: an end-entity
+    // certificate for localhost, not a CA.
+    let client = client_trusting(&cert);
+    let spec = PackageSpec::new("first", "1.0", "0", "noarch", Format::Conda);
+    let status = post(
+        &client,
+        &served.url,
+        &token,
+        &spec.file_name(),
+        package_bytes(&spec).unwrap(),
+    );
+    assert_eq!(status, 201);
+    assert_eq!(
+        post(
+            &client,
+            &served.url,
+            "wrong",
+            &spec.file_name(),
+            package_bytes(&spec).unwrap()
+        ),
+        401
+    );
+    let channel = cwd.path().join("channel");
+    assert!(repodata(&channel, "noarch")["packages.conda"]["first-1.0-0.conda"].is_object());
+    let cert_bytes = fs::read(&cert).unwrap();
+    served.signal("INT");
+    assert!(served.wait(Duration::from_secs(20)).success());
+    // A restart reuses the certificate clients already trust.
+    let served = Served::start(cwd.path(), &[], &[("AUH_PORT", "0")]);
+    assert_eq!(fs::read(&cert).unwrap(), cert_bytes);
+    let client = client_trusting(&cert);
+    let token = served
+        .banner
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("token: ").map(str::to_owned))
+        .unwrap();
+    let spec = PackageSpec::new("second", "1.0", "0", "noarch", Format::TarBz2);
+    assert_eq!(
+        post(
+            &client,
+            &served.url,
+            &token,
+            &spec.file_name(),
+            package_bytes(&spec).unwrap()
+        ),
+        201
+    );
+}
+
+#[test]
+fn start_up_errors_are_clear_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = operator_certificate(dir.path());
+    let (other_cert, _) = operator_certificate(&dir.path().join("other").tap_mkdir());
+    let garbage = dir.path().join("garbage.pem");
+    fs::write(&garbage, "not a certificate").unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port().to_string();
+    let hash = Token::new(TOKEN).hash().to_string();
+    let channel = dir.path().join("channel");
+    let (c, k, g, o) = (
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+        garbage.to_str().unwrap(),
+        other_cert.to_str().unwrap(),
+    );
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["-c", "/no/such.crt", "-k", k],
+            "cannot read certificate file /no/such.crt",
+        ),
+        (vec!["-c", g, "-k", k], "no PEM certificate"),
+        (vec!["-c", c, "-k", g], "cannot read a PEM private key"),
+        (vec!["-c", o, "-k", k], "do not work together"),
+        (vec!["-c", c], "--keyfile"),
+        (vec!["-t", "abc"], "token hash is 64 hexadecimal digits"),
+        (
+            vec!["--token-file", "/no/such/tokens"],
+            "cannot read token file",
+        ),
+        (
+            vec!["-p", &busy_port, "--bind", "127.0.0.1"],
+            "cannot listen on",
+        ),
+        (vec!["-p", "99999"], "99999"),
+    ];
+    for (extra, message) in cases {
+        let mut args = vec!["serve", "-d", channel.to_str().unwrap(), "-t", &hash];
+        args.extend(extra.iter().copied());
+        let output = Command::new(common::bin())
+            .args(&args)
+            .env_remove("AUH_TOKEN_HASH")
+            .output()
+            .unwrap();
+        let stderr = common::stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{extra:?}: {stderr}");
+        assert!(stderr.contains(message), "{extra:?}: {stderr}");
+        assert!(!channel.exists(), "{extra:?} touched the channel");
+    }
+}
+
+trait TapMkdir {
+    fn tap_mkdir(self) -> Self;
+}
+
+impl TapMkdir for PathBuf {
+    fn tap_mkdir(self) -> Self {
+        fs::create_dir_all(&self).unwrap();
+        self
+    }
+}
+
+#[test]
+fn a_served_channel_is_locked_against_a_second_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let channel = dir.path().join("channel");
+    let hash = Token::new(TOKEN).hash().to_string();
+    let args = [
+        "serve",
+        "-d",
+        channel.to_str().unwrap(),
+        "-p",
+        "0",
+        "-t",
+        &hash,
+    ];
+    let mut served = Served::start(dir.path(), &args, &[]);
+    let output = common::index(&channel, &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        common::stderr(&output).contains("held by another artifact-upload-handler"),
+        "{}",
+        common::stderr(&output)
+    );
+    let output = Command::new(common::bin())
+        .args([
+            "serve",
+            "-d",
+            channel.to_str().unwrap(),
+            "-p",
+            "0",
+            "-t",
+            &hash,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    served.signal("TERM");
+    assert!(served.wait(Duration::from_secs(20)).success());
+    // Released with the process: indexing works again.
+    assert!(common::index(&channel, &[]).status.success());
+}
+
+/// Streams `bytes` as the artifact: the first `head` bytes at once, the
+/// rest after `release` fires (if it is dropped, the client stalls).
+async fn slow_upload(
+    client: reqwest::Client,
+    url: String,
+    name: String,
+    bytes: Vec<u8>,
+    release: tokio::sync::oneshot::Receiver<()>,
+) -> reqwest::Result<reqwest::Response> {
+    let head = bytes.len() / 2;
+    let (first, rest) = (bytes[..head].to_vec(), bytes[head..].to_vec());
+    let (chunks, queued) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(2);
+    tokio::spawn(async move {
+        let _ = chunks.send(Ok(first)).await;
+        if release.await.is_ok() {
+            let _ = chunks.send(Ok(rest)).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    });
+    let stream = futures_util::stream::unfold(queued, |mut queued| async move {
+        queued.recv().await.map(|chunk| (chunk, queued))
+    });
+    let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(stream)).file_name(name);
+    let form = reqwest::multipart::Form::new()
+        .text("token", TOKEN)
+        .part("artifact", part);
+    client.post(url).multipart(form).send().await
+}
+
+#[test]
+fn sigterm_lets_an_upload_in_flight_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = operator_certificate(dir.path());
+    let channel = dir.path().join("channel");
+    let hash = Token::new(TOKEN).hash().to_string();
+    let args = [
+        "serve",
+        "-d",
+        channel.to_str().unwrap(),
+        "-p",
+        "0",
+        "-t",
+        &hash,
+        "-c",
+        cert.to_str().unwrap(),
+        "-k",
+        key.to_str().unwrap(),
+    ];
+    let mut served = Served::start(dir.path(), &args, &[]);
+    let runtime = runtime();
+    let spec = PackageSpec::new("inflight", "1.0", "0", "noarch", Format::TarBz2);
+    let (release, released) = tokio::sync::oneshot::channel();
+    let upload = runtime.spawn(slow_upload(
+        client_trusting(&cert),
+        served.url.clone(),
+        spec.file_name(),
+        package_bytes(&spec).unwrap(),
+        released,
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    served.signal("TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    release.send(()).unwrap();
+    let response = runtime.block_on(upload).unwrap().unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    assert!(served.wait(Duration::from_secs(20)).success());
+    assert!(repodata(&channel, "noarch")["packages"]["inflight-1.0-0.tar.bz2"].is_object());
+    assert!(fs::read_dir(channel.join(".auh-staging"))
+        .unwrap()
+        .next()
+        .is_none());
+}
+
+#[test]
+fn sigterm_with_a_stalled_upload_exits_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = operator_certificate(dir.path());
+    let channel = dir.path().join("channel");
+    let hash = Token::new(TOKEN).hash().to_string();
+    let args = [
+        "serve",
+        "-d",
+        channel.to_str().unwrap(),
+        "-p",
+        "0",
+        "-t",
+        &hash,
+        "-c",
+        cert.to_str().unwrap(),
+        "-k",
+        key.to_str().unwrap(),
+        "--shutdown-grace",
+        "1",
+    ];
+    let mut served = Served::start(dir.path(), &args, &[]);
+    let before = common::snapshot(&channel);
+    let runtime = runtime();
+    let spec = PackageSpec::new("stalled", "1.0", "0", "noarch", Format::Conda);
+    let (_keep, never) = tokio::sync::oneshot::channel();
+    let _upload = runtime.spawn(slow_upload(
+        client_trusting(&cert),
+        served.url.clone(),
+        spec.file_name(),
+        package_bytes(&spec).unwrap(),
+        never,
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    served.signal("TERM");
+    let started = Instant::now();
+    assert!(served.wait(Duration::from_secs(20)).success());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The half-received upload left nothing behind.
+    assert_eq!(common::snapshot(&channel), before);
+}
+
+#[test]
+fn conda_fallback_indexes_each_upload_with_conda() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = operator_certificate(dir.path());
+    let channel = dir.path().join("channel");
+    let hash = Token::new(TOKEN).hash().to_string();
+    let (conda_index, venv) = common::oracle();
+    let args = [
+        "serve",
+        "-d",
+        channel.to_str().unwrap(),
+        "-p",
+        "0",
+        "-t",
+        &hash,
+        "-c",
+        cert.to_str().unwrap(),
+        "-k",
+        key.to_str().unwrap(),
+        "--indexer",
+        "conda",
+        "-e",
+        conda_index.to_str().unwrap(),
+    ];
+    let venv = venv.to_str().unwrap().to_owned();
+    let served = Served::start(dir.path(), &args, &[("ORACLE_VENV", &venv)]);
+    let client = client_trusting(&cert);
+    for format in [Format::TarBz2, Format::Conda] {
+        let spec = PackageSpec::new("viaconda", "1.0", "0", "linux-64", format);
+        let status = post(
+            &client,
+            &served.url,
+            TOKEN,
+            &spec.file_name(),
+            package_bytes(&spec).unwrap(),
+        );
+        assert_eq!(status, 201, "{}", served.stderr());
+    }
+    let listed = repodata(&channel, "linux-64");
+    assert!(listed["packages"]["viaconda-1.0-0.tar.bz2"].is_object());
+    assert!(listed["packages.conda"]["viaconda-1.0-0.conda"].is_object());
+    // conda-index wrote it (its own cache), not the native indexer.
+    assert!(channel.join("linux-64/.cache/cache.db").exists());
+
+    // A conda that does not work is a start-up error, not a silent fallback.
+    let other = dir.path().join("other");
+    let broken = [
+        "serve",
+        "-d",
+        other.to_str().unwrap(),
+        "-p",
+        "0",
+        "-t",
+        &hash,
+        "--indexer",
+        "conda",
+        "-e",
+        "/no/such/conda",
+    ];
+    let output = Command::new(common::bin()).args(broken).output().unwrap();
+    let stderr = common::stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot run /no/such/conda"), "{stderr}");
+}
+
+/// Writes a valid `.conda` of about `size` bytes whose payload is
+/// incompressible, streaming (the test never holds it in memory).
+fn write_large_conda(path: &Path, size: u64) {
+    use rand::SeedableRng;
+    let stem = "large-1.0-0";
+    let spec = PackageSpec::new("large", "1.0", "0", "noarch", Format::Conda);
+    let small = package_bytes(&spec).unwrap();
+    // Reuse the generator's metadata.json and info member; replace pkg.
+    let mut generated = zip::ZipArchive::new(std::io::Cursor::new(small)).unwrap();
+    let mut file = zip::ZipWriter::new(fs::File::create(path).unwrap());
+    let stored = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .large_file(true);
+    for name in ["metadata.json".to_owned(), format!("info-{stem}.tar.zst")] {
+        let mut data = Vec::new();
+        generated
+            .by_name(&name)
+            .unwrap()
+            .read_to_end(&mut data)
+            .unwrap();
+        file.start_file(name, stored).unwrap();
+        file.write_all(&data).unwrap();
+    }
+    file.start_file(format!("pkg-{stem}.tar.zst"), stored)
+        .unwrap();
+    let mut zst = zstd::Encoder::new(&mut file, 1).unwrap();
+    {
+        let mut tar = tar::Builder::new(&mut zst);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(size);
+        header.set_mode(0o644);
+        let random = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let reader = RandomReader(random).take(size);
+        tar.append_data(&mut header, "lib/large/data.bin", reader)
+            .unwrap();
+        tar.finish().unwrap();
+    }
+    zst.finish().unwrap();
+    file.finish().unwrap();
+}
+
+struct RandomReader(rand_chacha::ChaCha8Rng);
+
+impl Read for RandomReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use rand::RngCore;
+        self.0.fill_bytes(buf);
+        Ok(buf.len())
+    }
+}
+
+#[test]
+fn memory_stays_bounded_while_a_1_gib_package_uploads() {
+    const LIMIT: u64 = 100 * 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = operator_certificate(dir.path());
+    let package = dir.path().join("large-1.0-0.conda");
+    write_large_conda(&package, 1 << 30);
+    let size = fs::metadata(&package).unwrap().len();
+    assert!(size > 1 << 30, "{size}");
+    let channel = dir.path().join("channel");
+    let hash = Token::new(TOKEN).hash().to_string();
+    let args = [
+        "serve",
+        "-d",
+        channel.to_str().unwrap(),
+        "-p",
+        "0",
+        "-t",
+        &hash,
+        "-c",
+        cert.to_str().unwrap(),
+        "-k",
+        key.to_str().unwrap(),
+    ];
+    let served = Served::start(dir.path(), &args, &[]);
+    let client = client_trusting(&cert);
+    let status = runtime().block_on(async {
+        let file = tokio::fs::File::open(&package).await.unwrap();
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        let part =
+            reqwest::multipart::Part::stream_with_length(body, size).file_name("large-1.0-0.conda");
+        let form = reqwest::multipart::Form::new()
+            .text("token", TOKEN)
+            .part("artifact", part);
+        let response = client
+            .post(&served.url)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        response.status().as_u16()
+    });
+    assert_eq!(status, 201, "{}", served.stderr());
+    let peak = served.peak_rss();
+    eprintln!(
+        "peak RSS of serve while a {:.2} GiB package uploaded: {:.1} MB",
+        size as f64 / f64::from(1u32 << 30),
+        peak as f64 / 1e6
+    );
+    assert!(peak < LIMIT, "peak RSS {peak} bytes");
+    assert_eq!(
+        repodata(&channel, "noarch")["packages.conda"]["large-1.0-0.conda"]["size"],
+        size
+    );
+}
