@@ -701,3 +701,204 @@ fn memory_stays_bounded_while_a_1_gib_package_uploads() {
         size
     );
 }
+
+/// Runs openssl (on every Debian machine; `.ci/run` makes sure).
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        common::stderr(&output)
+    );
+}
+
+#[test]
+fn rsa_and_ec_keys_in_each_pem_form_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let subject = ["-subj", "/CN=localhost", "-days", "2"];
+    // RSA in PKCS#8 (OpenSSL 3's default) and PKCS#1 ("BEGIN RSA PRIVATE KEY").
+    let mut args = vec!["req", "-x509", "-newkey", "rsa:2048", "-nodes"];
+    args.extend(["-keyout", "rsa8.key", "-out", "rsa.crt"]);
+    args.extend(subject);
+    openssl(dir.path(), &args);
+    openssl(
+        dir.path(),
+        &["rsa", "-in", "rsa8.key", "-traditional", "-out", "rsa1.key"],
+    );
+    // EC in SEC1 ("BEGIN EC PRIVATE KEY").
+    openssl(
+        dir.path(),
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "ec.key",
+        ],
+    );
+    let mut args = vec!["req", "-x509", "-new", "-key", "ec.key", "-out", "ec.crt"];
+    args.extend(subject);
+    openssl(dir.path(), &args);
+    let hash = Token::new(TOKEN).hash().to_string();
+    for (cert, key, header) in [
+        ("rsa.crt", "rsa8.key", "BEGIN PRIVATE KEY"),
+        ("rsa.crt", "rsa1.key", "BEGIN RSA PRIVATE KEY"),
+        ("ec.crt", "ec.key", "BEGIN EC PRIVATE KEY"),
+    ] {
+        let key_text = fs::read_to_string(dir.path().join(key)).unwrap();
+        assert!(key_text.contains(header), "{key}: {key_text}");
+        let channel = dir.path().join(format!("channel-{key}"));
+        let args = [
+            "serve",
+            "-d",
+            channel.to_str().unwrap(),
+            "-p",
+            "0",
+            "-t",
+            &hash,
+            "-c",
+            cert,
+            "-k",
+            key,
+        ];
+        let served = Served::start(dir.path(), &args, &[]);
+        // openssl's self-signed certificates are CAs, which rustls clients
+        // refuse as server certificates; only the key loading is tested here.
+        let client = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap();
+        let spec = PackageSpec::new("keyed", "1.0", "0", "noarch", Format::Conda);
+        let status = post(
+            &client,
+            &served.url,
+            TOKEN,
+            &spec.file_name(),
+            package_bytes(&spec).unwrap(),
+        );
+        assert_eq!(status, 201, "{key}: {}", served.stderr());
+    }
+}
+
+#[test]
+fn insecure_http_serves_plain_http_for_a_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let channel = dir.path().join("channel");
+    let hash = Token::new(TOKEN).hash().to_string();
+    let args = [
+        "serve",
+        "-d",
+        channel.to_str().unwrap(),
+        "-p",
+        "0",
+        "-t",
+        &hash,
+        "--insecure-http",
+    ];
+    let served = Served::start(dir.path(), &args, &[]);
+    assert!(served.url.starts_with("http://"), "{}", served.url);
+    assert!(!channel.join(".auh-tls").exists(), "no certificate is made");
+    let client = reqwest::Client::new();
+    let spec = PackageSpec::new("proxied", "1.0", "0", "noarch", Format::TarBz2);
+    let status = post(
+        &client,
+        &served.url,
+        TOKEN,
+        &spec.file_name(),
+        package_bytes(&spec).unwrap(),
+    );
+    assert_eq!(status, 201, "{}", served.stderr());
+    let health = runtime()
+        .block_on(async {
+            client
+                .get(format!("{}healthz", served.url))
+                .send()
+                .await?
+                .text()
+                .await
+        })
+        .unwrap();
+    assert_eq!(health, "ok");
+}
+
+#[test]
+fn several_tokens_each_authenticate_and_are_named_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let channel = dir.path().join("channel");
+    let tokens = dir.path().join("tokens");
+    let hash = |t: &str| Token::new(t).hash().to_string();
+    fs::write(
+        &tokens,
+        format!(
+            "# CI tokens\nalice {}\n\nbuildbot {}\n",
+            hash("alice-secret"),
+            hash("bot-secret")
+        ),
+    )
+    .unwrap();
+    let (h1, h2) = (hash("first-secret"), hash("second-secret"));
+    let args = [
+        "serve",
+        "-d",
+        channel.to_str().unwrap(),
+        "-p",
+        "0",
+        "--insecure-http",
+        "-t",
+        &h1,
+        "--token-hash",
+        &h2,
+        "--token-file",
+        tokens.to_str().unwrap(),
+    ];
+    let mut served = Served::start(dir.path(), &args, &[]);
+    let client = reqwest::Client::new();
+    let secrets = [
+        "first-secret",
+        "second-secret",
+        "alice-secret",
+        "bot-secret",
+    ];
+    for (i, secret) in secrets.iter().enumerate() {
+        let spec = PackageSpec::new(format!("p{i}"), "1.0", "0", "noarch", Format::Conda);
+        let status = post(
+            &client,
+            &served.url,
+            secret,
+            &spec.file_name(),
+            package_bytes(&spec).unwrap(),
+        );
+        assert_eq!(status, 201, "{secret}");
+    }
+    let spec = PackageSpec::new("nobody", "1.0", "0", "noarch", Format::Conda);
+    let status = post(
+        &client,
+        &served.url,
+        "guess",
+        &spec.file_name(),
+        package_bytes(&spec).unwrap(),
+    );
+    assert_eq!(status, 401);
+    served.signal("TERM");
+    assert!(served.wait(Duration::from_secs(20)).success());
+    let log = served.stderr();
+    for (name, package) in [
+        ("token-1", "noarch/p0-1.0-0.conda"),
+        ("token-2", "noarch/p1-1.0-0.conda"),
+        ("alice", "noarch/p2-1.0-0.conda"),
+        ("buildbot", "noarch/p3-1.0-0.conda"),
+    ] {
+        let line = format!("token={name} package={package}");
+        assert!(log.contains(&line), "{line}\n{log}");
+    }
+    assert!(log.contains("POST / 401"), "{log}");
+    for secret in secrets.iter().chain(&["guess"]) {
+        assert!(!log.contains(secret), "{secret} was logged");
+    }
+}

@@ -41,6 +41,10 @@ impl TestServer {
     }
 
     fn with_limits(limits: Limits) -> Self {
+        Self::with(limits, false)
+    }
+
+    fn with(limits: Limits, allow_overwrite: bool) -> Self {
         let root = tempfile::tempdir().unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let staging = root.path().join(STAGING_DIR);
@@ -60,7 +64,7 @@ impl TestServer {
             Catalog::Native(index),
             tokens,
             limits,
-            false,
+            allow_overwrite,
             staging,
         ));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -361,6 +365,56 @@ fn hostile_uploads_get_clear_errors_and_change_nothing() {
     // An identical retry succeeds and changes nothing either.
     assert_eq!(server.upload(Some(TOKEN), &good, good_bytes, "").0, 201);
     assert_eq!(channel_state(server.channel()), before);
+}
+
+#[test]
+fn arch_field_must_name_the_packages_subdir() {
+    let server = TestServer::start(1 << 30);
+    let (name, bytes) = package("arched", "linux-64", Format::TarBz2);
+    let before = channel_state(server.channel());
+    let fields = [("token", TOKEN), ("arch", "osx-64")];
+    let (status, body) = server.upload_with(&fields, &name, bytes.clone(), "");
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("does not match"));
+    assert_eq!(channel_state(server.channel()), before);
+    let fields = [("token", TOKEN), ("arch", "linux-64")];
+    let (status, body) = server.upload_with(&fields, &name, bytes, "");
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["subdir"], "linux-64");
+}
+
+#[test]
+fn overwriting_needs_both_force_and_the_servers_consent() {
+    let spec = |seed| {
+        let mut spec = PackageSpec::new("rebuilt", "1.0", "0", "noarch", Format::Conda);
+        spec.seed = seed;
+        (spec.file_name(), package_bytes(&spec).unwrap())
+    };
+    let ((name, old), (_, new)) = (spec(1), spec(2));
+    let sha256 = |server: &TestServer| {
+        repodata(server.channel(), "noarch")["packages.conda"][&name]["sha256"].clone()
+    };
+    let forced = [("token", TOKEN), ("force", "true")];
+    // A server that does not allow overwrites refuses even a forced upload.
+    let strict = TestServer::start(1 << 30);
+    assert_eq!(strict.upload(Some(TOKEN), &name, old.clone(), "").0, 201);
+    let before = channel_state(strict.channel());
+    assert_eq!(strict.upload_with(&forced, &name, new.clone(), "").0, 409);
+    assert_eq!(channel_state(strict.channel()), before);
+    // One that does still wants the client to ask.
+    let lenient = TestServer::with(Limits::default(), true);
+    let (status, first) = lenient.upload(Some(TOKEN), &name, old, "");
+    assert_eq!(status, 201);
+    assert_eq!(lenient.upload(Some(TOKEN), &name, new.clone(), "").0, 409);
+    assert_eq!(sha256(&lenient), first["sha256"]);
+    let (status, second) = lenient.upload_with(&forced, &name, new.clone(), "");
+    assert_eq!(status, 201);
+    assert_ne!(second["sha256"], first["sha256"]);
+    assert_eq!(sha256(&lenient), second["sha256"]);
+    assert_eq!(
+        fs::read(lenient.channel().join("noarch").join(&name)).unwrap(),
+        new
+    );
 }
 
 /// Payload members an installer must never be handed.

@@ -1,6 +1,9 @@
 //! The original handler's request: `POST /` multipart with fields `token`,
-//! `artifact` (the package file) and optional `arch`. As an extension, an
-//! optional `sha256` field is checked against the bytes received.
+//! `artifact` (the package file) and optional `arch`. As extensions, an
+//! optional `sha256` field is checked against the bytes received, and
+//! `force=true` asks to replace a different package of the same name (which
+//! the server must allow with `--allow-overwrite`; the original overwrote
+//! silently, which breaks every lock file that pinned the old sha256).
 //!
 //! Fields are handled in the order they arrive. Python's `requests` (the
 //! original's documented client) sends `token` first, so a wrong token is
@@ -62,6 +65,7 @@ async fn handle(
             }
             "arch" => request.arch = Some(text(field, multipart_error).await?),
             "sha256" => request.expected_sha256 = Some(text(field, multipart_error).await?),
+            "force" => request.force = is_true(&text(field, multipart_error).await?),
             "artifact" => {
                 if staged.is_some() {
                     return Err(ApiError::BadRequest("more than one artifact field".into()));
@@ -81,6 +85,13 @@ async fn handle(
     }
     let staged = staged.ok_or_else(|| ApiError::BadRequest("no artifact field".into()))?;
     publish_staged(state, staged, request).await
+}
+
+fn is_true(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "true" | "1" | "yes"
+    )
 }
 
 /// A token in a URL ends up in logs and browser history: never accept one.
