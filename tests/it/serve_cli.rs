@@ -902,3 +902,100 @@ fn several_tokens_each_authenticate_and_are_named_in_the_log() {
         assert!(!log.contains(secret), "{secret} was logged");
     }
 }
+
+#[test]
+fn sigkill_mid_upload_loses_no_acknowledged_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let channel = dir.path().join("channel");
+    let hash = Token::new(TOKEN).hash().to_string();
+    let args = [
+        "serve",
+        "-d",
+        channel.to_str().unwrap(),
+        "-p",
+        "0",
+        "-t",
+        &hash,
+        "--insecure-http",
+    ];
+    let mut served = Served::start(dir.path(), &args, &[]);
+    let packages: Vec<(String, Vec<u8>)> = (0..60)
+        .map(|i| {
+            let format = if i % 2 == 0 {
+                Format::Conda
+            } else {
+                Format::TarBz2
+            };
+            let subdir = ["noarch", "linux-64"][i % 2];
+            let mut spec = PackageSpec::new(format!("k{i}"), "1.0", "0", subdir, format);
+            spec.payload_bytes = 50_000;
+            (spec.file_name(), package_bytes(&spec).unwrap())
+        })
+        .collect();
+    let runtime = runtime();
+    let client = reqwest::Client::new();
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    for (name, bytes) in packages {
+        let (client, url, acknowledged) =
+            (client.clone(), served.url.clone(), acknowledged.clone());
+        runtime.spawn(async move {
+            let form = reqwest::multipart::Form::new().text("token", TOKEN).part(
+                "artifact",
+                reqwest::multipart::Part::bytes(bytes).file_name(name.clone()),
+            );
+            if let Ok(response) = client.post(url).multipart(form).send().await {
+                if response.status().as_u16() == 201 {
+                    let body: serde_json::Value = response.json().await.unwrap();
+                    acknowledged
+                        .lock()
+                        .unwrap()
+                        .push((body["subdir"].as_str().unwrap().to_owned(), name));
+                }
+            }
+        });
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    served.signal("KILL");
+    served.wait(Duration::from_secs(10));
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    // Whatever the moment, every repodata.json is whole and lists every
+    // upload that was answered 201.
+    for (subdir, name) in &acknowledged {
+        let listed = repodata(&channel, subdir);
+        let section = if name.ends_with(".conda") {
+            "packages.conda"
+        } else {
+            "packages"
+        };
+        assert!(
+            listed[section][name].is_object(),
+            "{subdir}/{name} acknowledged, not listed"
+        );
+    }
+    for subdir in ["noarch", "linux-64"] {
+        if channel.join(subdir).join("repodata.json").exists() {
+            repodata(&channel, subdir);
+        }
+    }
+    // A restart lists whatever was placed but not yet listed when killed.
+    let served = Served::start(dir.path(), &args, &[]);
+    drop(served);
+    for subdir in ["noarch", "linux-64"] {
+        let listed = repodata(&channel, subdir);
+        for entry in fs::read_dir(channel.join(subdir)).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if name.ends_with(".conda") || name.ends_with(".tar.bz2") {
+                let section = if name.ends_with(".conda") {
+                    "packages.conda"
+                } else {
+                    "packages"
+                };
+                assert!(
+                    listed[section][&name].is_object(),
+                    "{subdir}/{name} on disk, not listed"
+                );
+            }
+        }
+    }
+    eprintln!("{} uploads acknowledged before SIGKILL", acknowledged.len());
+}
