@@ -30,7 +30,7 @@ struct Served {
 
 impl Served {
     /// Starts the binary with `args` in `cwd` and waits until it serves.
-    fn start(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+    fn start<S: AsRef<std::ffi::OsStr>>(cwd: &Path, args: &[S], env: &[(&str, &str)]) -> Self {
         #[allow(clippy::zombie_processes)] // Drop kills and waits for it
         let mut child = Command::new(common::bin())
             .args(args)
@@ -144,6 +144,30 @@ impl Drop for Served {
     }
 }
 
+/// `serve -d CHANNEL -p 0 -t HASH [-c CERT -k KEY] EXTRA...`, the token
+/// being [`TOKEN`].
+fn serve_args(channel: &Path, tls: Option<(&Path, &Path)>, extra: &[&str]) -> Vec<String> {
+    let hash = Token::new(TOKEN).hash().to_string();
+    let mut args: Vec<String> = [
+        "serve",
+        "-d",
+        &channel.to_string_lossy(),
+        "-p",
+        "0",
+        "-t",
+        &hash,
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect();
+    if let Some((cert, key)) = tls {
+        args.extend(["-c".to_owned(), cert.display().to_string()]);
+        args.extend(["-k".to_owned(), key.display().to_string()]);
+    }
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    args
+}
+
 /// An operator's certificate and key for localhost, as PEM files.
 fn operator_certificate(dir: &Path) -> (PathBuf, PathBuf) {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
@@ -248,7 +272,7 @@ fn no_arguments_serves_on_defaults_and_keeps_its_certificate() {
     let cwd = tempfile::tempdir().unwrap();
     // The port comes from the environment so parallel test runs cannot
     // collide on 9999; the command line stays empty.
-    let mut served = Served::start(cwd.path(), &[], &[("AUH_PORT", "0")]);
+    let mut served = Served::start(cwd.path(), &[] as &[&str], &[("AUH_PORT", "0")]);
     let printed = |prefix: &str| {
         served
             .banner
@@ -289,7 +313,7 @@ fn no_arguments_serves_on_defaults_and_keeps_its_certificate() {
     served.signal("INT");
     assert!(served.wait(Duration::from_secs(20)).success());
     // A restart reuses the certificate clients already trust.
-    let served = Served::start(cwd.path(), &[], &[("AUH_PORT", "0")]);
+    let served = Served::start(cwd.path(), &[] as &[&str], &[("AUH_PORT", "0")]);
     assert_eq!(fs::read(&cert).unwrap(), cert_bytes);
     let client = client_trusting(&cert);
     let token = served
@@ -377,16 +401,7 @@ impl TapMkdir for PathBuf {
 fn a_served_channel_is_locked_against_a_second_writer() {
     let dir = tempfile::tempdir().unwrap();
     let channel = dir.path().join("channel");
-    let hash = Token::new(TOKEN).hash().to_string();
-    let args = [
-        "serve",
-        "-d",
-        channel.to_str().unwrap(),
-        "-p",
-        "0",
-        "-t",
-        &hash,
-    ];
+    let args = serve_args(&channel, None, &[]);
     let mut served = Served::start(dir.path(), &args, &[]);
     let output = common::index(&channel, &[]);
     assert_eq!(output.status.code(), Some(1));
@@ -396,15 +411,7 @@ fn a_served_channel_is_locked_against_a_second_writer() {
         common::stderr(&output)
     );
     let output = Command::new(common::bin())
-        .args([
-            "serve",
-            "-d",
-            channel.to_str().unwrap(),
-            "-p",
-            "0",
-            "-t",
-            &hash,
-        ])
+        .args(serve_args(&channel, None, &[]))
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
@@ -414,64 +421,21 @@ fn a_served_channel_is_locked_against_a_second_writer() {
     assert!(common::index(&channel, &[]).status.success());
 }
 
-/// Streams `bytes` as the artifact: the first `head` bytes at once, the
-/// rest after `release` fires (if it is dropped, the client stalls).
-async fn slow_upload(
-    client: reqwest::Client,
-    url: String,
-    name: String,
-    bytes: Vec<u8>,
-    release: tokio::sync::oneshot::Receiver<()>,
-) -> reqwest::Result<reqwest::Response> {
-    let head = bytes.len() / 2;
-    let (first, rest) = (bytes[..head].to_vec(), bytes[head..].to_vec());
-    let (chunks, queued) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(2);
-    tokio::spawn(async move {
-        let _ = chunks.send(Ok(first)).await;
-        if release.await.is_ok() {
-            let _ = chunks.send(Ok(rest)).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    });
-    let stream = futures_util::stream::unfold(queued, |mut queued| async move {
-        queued.recv().await.map(|chunk| (chunk, queued))
-    });
-    let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(stream)).file_name(name);
-    let form = reqwest::multipart::Form::new()
-        .text("token", TOKEN)
-        .part("artifact", part);
-    client.post(url).multipart(form).send().await
-}
-
 #[test]
 fn sigterm_lets_an_upload_in_flight_finish() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = operator_certificate(dir.path());
     let channel = dir.path().join("channel");
-    let hash = Token::new(TOKEN).hash().to_string();
-    let args = [
-        "serve",
-        "-d",
-        channel.to_str().unwrap(),
-        "-p",
-        "0",
-        "-t",
-        &hash,
-        "-c",
-        cert.to_str().unwrap(),
-        "-k",
-        key.to_str().unwrap(),
-    ];
+    let args = serve_args(&channel, Some((&cert, &key)), &[]);
     let mut served = Served::start(dir.path(), &args, &[]);
     let runtime = runtime();
     let spec = PackageSpec::new("inflight", "1.0", "0", "noarch", Format::TarBz2);
     let (release, released) = tokio::sync::oneshot::channel();
-    let upload = runtime.spawn(slow_upload(
+    let upload = runtime.spawn(common::held_upload(
         client_trusting(&cert),
         served.url.clone(),
-        spec.file_name(),
-        package_bytes(&spec).unwrap(),
+        (spec.file_name(), package_bytes(&spec).unwrap()),
+        TOKEN,
         released,
     ));
     std::thread::sleep(Duration::from_millis(500));
@@ -493,32 +457,17 @@ fn sigterm_with_a_stalled_upload_exits_after_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = operator_certificate(dir.path());
     let channel = dir.path().join("channel");
-    let hash = Token::new(TOKEN).hash().to_string();
-    let args = [
-        "serve",
-        "-d",
-        channel.to_str().unwrap(),
-        "-p",
-        "0",
-        "-t",
-        &hash,
-        "-c",
-        cert.to_str().unwrap(),
-        "-k",
-        key.to_str().unwrap(),
-        "--shutdown-grace",
-        "1",
-    ];
+    let args = serve_args(&channel, Some((&cert, &key)), &["--shutdown-grace", "1"]);
     let mut served = Served::start(dir.path(), &args, &[]);
     let before = common::snapshot(&channel);
     let runtime = runtime();
     let spec = PackageSpec::new("stalled", "1.0", "0", "noarch", Format::Conda);
     let (_keep, never) = tokio::sync::oneshot::channel();
-    let _upload = runtime.spawn(slow_upload(
+    let _upload = runtime.spawn(common::held_upload(
         client_trusting(&cert),
         served.url.clone(),
-        spec.file_name(),
-        package_bytes(&spec).unwrap(),
+        (spec.file_name(), package_bytes(&spec).unwrap()),
+        TOKEN,
         never,
     ));
     std::thread::sleep(Duration::from_millis(500));
@@ -535,25 +484,12 @@ fn conda_fallback_indexes_each_upload_with_conda() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = operator_certificate(dir.path());
     let channel = dir.path().join("channel");
-    let hash = Token::new(TOKEN).hash().to_string();
     let (conda_index, venv) = common::oracle();
-    let args = [
-        "serve",
-        "-d",
-        channel.to_str().unwrap(),
-        "-p",
-        "0",
-        "-t",
-        &hash,
-        "-c",
-        cert.to_str().unwrap(),
-        "-k",
-        key.to_str().unwrap(),
-        "--indexer",
-        "conda",
-        "-e",
-        conda_index.to_str().unwrap(),
-    ];
+    let args = serve_args(
+        &channel,
+        Some((&cert, &key)),
+        &["--indexer", "conda", "-e", conda_index.to_str().unwrap()],
+    );
     let venv = venv.to_str().unwrap().to_owned();
     let served = Served::start(dir.path(), &args, &[("ORACLE_VENV", &venv)]);
     let client = client_trusting(&cert);
@@ -576,19 +512,11 @@ fn conda_fallback_indexes_each_upload_with_conda() {
 
     // A conda that does not work is a start-up error, not a silent fallback.
     let other = dir.path().join("other");
-    let broken = [
-        "serve",
-        "-d",
-        other.to_str().unwrap(),
-        "-p",
-        "0",
-        "-t",
-        &hash,
-        "--indexer",
-        "conda",
-        "-e",
-        "/no/such/conda",
-    ];
+    let broken = serve_args(
+        &other,
+        None,
+        &["--indexer", "conda", "-e", "/no/such/conda"],
+    );
     let output = Command::new(common::bin()).args(broken).output().unwrap();
     let stderr = common::stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
@@ -656,20 +584,7 @@ fn memory_stays_bounded_while_a_1_gib_package_uploads() {
     let size = fs::metadata(&package).unwrap().len();
     assert!(size > 1 << 30, "{size}");
     let channel = dir.path().join("channel");
-    let hash = Token::new(TOKEN).hash().to_string();
-    let args = [
-        "serve",
-        "-d",
-        channel.to_str().unwrap(),
-        "-p",
-        "0",
-        "-t",
-        &hash,
-        "-c",
-        cert.to_str().unwrap(),
-        "-k",
-        key.to_str().unwrap(),
-    ];
+    let args = serve_args(&channel, Some((&cert, &key)), &[]);
     let served = Served::start(dir.path(), &args, &[]);
     let client = client_trusting(&cert);
     let status = runtime().block_on(async {
@@ -745,7 +660,6 @@ fn rsa_and_ec_keys_in_each_pem_form_are_accepted() {
     let mut args = vec!["req", "-x509", "-new", "-key", "ec.key", "-out", "ec.crt"];
     args.extend(subject);
     openssl(dir.path(), &args);
-    let hash = Token::new(TOKEN).hash().to_string();
     for (cert, key, header) in [
         ("rsa.crt", "rsa8.key", "BEGIN PRIVATE KEY"),
         ("rsa.crt", "rsa1.key", "BEGIN RSA PRIVATE KEY"),
@@ -754,19 +668,7 @@ fn rsa_and_ec_keys_in_each_pem_form_are_accepted() {
         let key_text = fs::read_to_string(dir.path().join(key)).unwrap();
         assert!(key_text.contains(header), "{key}: {key_text}");
         let channel = dir.path().join(format!("channel-{key}"));
-        let args = [
-            "serve",
-            "-d",
-            channel.to_str().unwrap(),
-            "-p",
-            "0",
-            "-t",
-            &hash,
-            "-c",
-            cert,
-            "-k",
-            key,
-        ];
+        let args = serve_args(&channel, None, &["-c", cert, "-k", key]);
         let served = Served::start(dir.path(), &args, &[]);
         // openssl's self-signed certificates are CAs, which rustls clients
         // refuse as server certificates; only the key loading is tested here.
@@ -790,17 +692,7 @@ fn rsa_and_ec_keys_in_each_pem_form_are_accepted() {
 fn insecure_http_serves_plain_http_for_a_proxy() {
     let dir = tempfile::tempdir().unwrap();
     let channel = dir.path().join("channel");
-    let hash = Token::new(TOKEN).hash().to_string();
-    let args = [
-        "serve",
-        "-d",
-        channel.to_str().unwrap(),
-        "-p",
-        "0",
-        "-t",
-        &hash,
-        "--insecure-http",
-    ];
+    let args = serve_args(&channel, None, &["--insecure-http"]);
     let served = Served::start(dir.path(), &args, &[]);
     assert!(served.url.starts_with("http://"), "{}", served.url);
     assert!(!channel.join(".auh-tls").exists(), "no certificate is made");
@@ -907,17 +799,7 @@ fn several_tokens_each_authenticate_and_are_named_in_the_log() {
 fn sigkill_mid_upload_loses_no_acknowledged_package() {
     let dir = tempfile::tempdir().unwrap();
     let channel = dir.path().join("channel");
-    let hash = Token::new(TOKEN).hash().to_string();
-    let args = [
-        "serve",
-        "-d",
-        channel.to_str().unwrap(),
-        "-p",
-        "0",
-        "-t",
-        &hash,
-        "--insecure-http",
-    ];
+    let args = serve_args(&channel, None, &["--insecure-http"]);
     let mut served = Served::start(dir.path(), &args, &[]);
     let packages: Vec<(String, Vec<u8>)> = (0..60)
         .map(|i| {

@@ -497,36 +497,6 @@ fn decompression_bomb_is_refused_quickly() {
     assert_eq!(channel_state(server.channel()), before);
 }
 
-/// Posts the token and the first `head` bytes of an artifact, and the rest
-/// only once `release` fires (never, if it is kept and not sent).
-async fn held_upload(
-    client: reqwest::Client,
-    url: String,
-    (name, bytes): (String, Vec<u8>),
-    head: usize,
-    release: tokio::sync::oneshot::Receiver<()>,
-) -> reqwest::Result<reqwest::Response> {
-    let rest = bytes[head..].to_vec();
-    let first = bytes[..head].to_vec();
-    let (chunks, queued) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(2);
-    tokio::spawn(async move {
-        let _ = chunks.send(Ok(first)).await;
-        if release.await.is_ok() {
-            let _ = chunks.send(Ok(rest)).await;
-        } else {
-            std::future::pending::<()>().await; // stall, connection open
-        }
-    });
-    let stream = futures_util::stream::unfold(queued, |mut queued| async move {
-        queued.recv().await.map(|chunk| (chunk, queued))
-    });
-    let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(stream)).file_name(name);
-    let form = reqwest::multipart::Form::new()
-        .text("token", TOKEN)
-        .part("artifact", part);
-    client.post(url).multipart(form).send().await
-}
-
 #[test]
 fn uploads_past_the_concurrency_cap_get_503_with_retry_after() {
     let server = TestServer::with_limits(Limits {
@@ -537,11 +507,11 @@ fn uploads_past_the_concurrency_cap_get_503_with_retry_after() {
     let client = server.client();
     let (name, bytes) = package("first", "noarch", Format::Conda);
     let (release, released) = tokio::sync::oneshot::channel();
-    let first = server.runtime.spawn(held_upload(
+    let first = server.runtime.spawn(common::held_upload(
         client.clone(),
         server.url.clone(),
         (name, bytes),
-        100,
+        TOKEN,
         released,
     ));
     std::thread::sleep(Duration::from_millis(500)); // the first holds the slot
@@ -584,11 +554,11 @@ fn a_client_that_goes_quiet_is_cut_off_and_leaves_nothing() {
     let started = std::time::Instant::now();
     let response = server
         .runtime
-        .block_on(held_upload(
+        .block_on(common::held_upload(
             server.client(),
             server.url.clone(),
             package("quiet", "noarch", Format::TarBz2),
-            200,
+            TOKEN,
             never,
         ))
         .unwrap();

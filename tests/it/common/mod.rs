@@ -205,3 +205,34 @@ print('uploaded', len(sys.argv) - 4)
         .output()
         .unwrap()
 }
+
+/// Posts the original request with `token`, sending the first half of the
+/// artifact at once and the rest only when `release` fires; if `release`
+/// is dropped unsent, the client stalls with the connection open.
+pub async fn held_upload(
+    client: reqwest::Client,
+    url: String,
+    (name, bytes): (String, Vec<u8>),
+    token: &'static str,
+    release: tokio::sync::oneshot::Receiver<()>,
+) -> reqwest::Result<reqwest::Response> {
+    let head = bytes.len() / 2;
+    let (first, rest) = (bytes[..head].to_vec(), bytes[head..].to_vec());
+    let (chunks, queued) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(2);
+    tokio::spawn(async move {
+        let _ = chunks.send(Ok(first)).await;
+        if release.await.is_ok() {
+            let _ = chunks.send(Ok(rest)).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    });
+    let stream = futures_util::stream::unfold(queued, |mut queued| async move {
+        queued.recv().await.map(|chunk| (chunk, queued))
+    });
+    let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(stream)).file_name(name);
+    let form = reqwest::multipart::Form::new()
+        .text("token", token)
+        .part("artifact", part);
+    client.post(url).multipart(form).send().await
+}
