@@ -1,6 +1,9 @@
 //! Criterion micro-benchmarks of the indexer's hot paths.
 //!
 //! Groups:
+//! - `bzip2_first_16k`: the first 16 KB of one generated ~100 KB `.tar.bz2`
+//!   (where `info/` lives) through our decoder and through libbzip2 (the
+//!   `bzip2` crate), on the same bytes.
 //! - `read_package`: open and read one ~100 KB generated package of each
 //!   format (info members plus md5/sha256 of the whole file).
 //! - `repodata_json`: serialise a subdir of 100,000 realistic records into
@@ -15,6 +18,7 @@
 
 use std::fs;
 use std::hint::black_box;
+use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
@@ -24,6 +28,7 @@ use artifact_upload_handler::generate::{
     generate_channel, write_package, ChannelSpec, Format, PackageSpec,
 };
 use artifact_upload_handler::index::{index_channel, IndexOptions};
+use artifact_upload_handler::package::bz2::Bz2Decoder;
 use artifact_upload_handler::package::read_package_file;
 use artifact_upload_handler::repodata::{IndexedPackage, JsonStyle, SubdirRepodata};
 use artifact_upload_handler::storage::LocalFs;
@@ -35,6 +40,38 @@ const REPODATA_RECORDS: usize = 100_000;
 const CHANNEL_PACKAGES: usize = 500;
 const CHANNEL_PAYLOAD_BYTES: usize = 100_000;
 const CHANNEL_SUBDIRS: [&str; 4] = ["noarch", "linux-64", "osx-64", "win-64"];
+
+fn bench_bzip2_first_16k(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut spec = PackageSpec::new(
+        "benchpkg",
+        "1.2.3",
+        "h0123abcd_0",
+        "linux-64",
+        Format::TarBz2,
+    );
+    spec.payload_bytes = PAYLOAD_FOR_100KB;
+    let path = write_package(&spec, dir.path()).expect("write package");
+    let bytes = fs::read(&path).expect("read package");
+    let first_16k = |mut reader: Box<dyn Read + '_>| {
+        let mut out = vec![0u8; 16 * 1024];
+        reader.read_exact(&mut out).expect("decode");
+        out
+    };
+    let mut group = c.benchmark_group("bzip2_first_16k");
+    group.throughput(Throughput::Bytes(bytes.len() as u64));
+    group.bench_function("ours", |b| {
+        b.iter(|| first_16k(Box::new(Bz2Decoder::new(black_box(&bytes[..])))))
+    });
+    group.bench_function("libbzip2", |b| {
+        b.iter(|| {
+            first_16k(Box::new(bzip2::read::MultiBzDecoder::new(black_box(
+                &bytes[..],
+            ))))
+        })
+    });
+    group.finish();
+}
 
 fn bench_read_package(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -206,6 +243,7 @@ fn bench_index_channel(c: &mut Criterion) {
 
 criterion_group!(
     benches,
+    bench_bzip2_first_16k,
     bench_read_package,
     bench_repodata_json,
     bench_index_channel

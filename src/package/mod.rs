@@ -13,7 +13,7 @@
 //! [`read_verified`] walks every member of an upload to the end of its
 //! streams and refuses members an installer could be tricked by.
 
-mod bz2;
+pub mod bz2;
 mod conda;
 mod digest;
 mod error;

@@ -1,9 +1,8 @@
 //! Differential tests against libbzip2 (the `bzip2` crate), corruption
-//! fuzzing, and an ignored speed comparison.
+//! fuzzing. The speed comparison is the criterion group `bzip2_first_16k`.
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -297,110 +296,4 @@ fn corruption_never_panics_and_errors_like_reference() {
         check(&d, 4096);
     }
     eprintln!("{cases} corrupted inputs, {stricter} rejected only by us");
-}
-
-fn read_prefix(mut r: impl Read, want: usize) -> usize {
-    let mut buf = vec![0u8; want.min(64 * 1024)];
-    let mut got = 0;
-    while got < want {
-        let room = buf.len().min(want - got);
-        match r.read(&mut buf[..room]) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got += n,
-        }
-    }
-    got
-}
-
-fn bench_set(name: &str, files: &[PathBuf]) {
-    const PREFIX: usize = 16 * 1024;
-    let datas: Vec<Vec<u8>> = files.iter().map(|p| std::fs::read(p).unwrap()).collect();
-    if datas.is_empty() {
-        eprintln!("{name}: no files");
-        return;
-    }
-    let rounds = (600 / datas.len()).clamp(1, 20);
-    for d in &datas {
-        let na = read_prefix(Bz2Decoder::new(&d[..]), PREFIX);
-        let nb = read_prefix(bzip2::read::MultiBzDecoder::new(&d[..]), PREFIX);
-        assert_eq!(na, nb);
-    }
-    // Interleaved repetitions, best of each: the machine may be shared.
-    let time = |f: &dyn Fn(&[u8]) -> usize| {
-        let start = Instant::now();
-        for _ in 0..rounds {
-            for d in &datas {
-                std::hint::black_box(f(d));
-            }
-        }
-        start.elapsed().as_secs_f64() * 1000.0 / (rounds * datas.len()) as f64
-    };
-    let [mut ours, mut reference, mut ours_full, mut reference_full] = [f64::MAX; 4];
-    for _ in 0..5 {
-        ours = ours.min(time(&|d| read_prefix(Bz2Decoder::new(d), PREFIX)));
-        reference = reference.min(time(&|d| {
-            read_prefix(bzip2::read::MultiBzDecoder::new(d), PREFIX)
-        }));
-        ours_full = ours_full.min(time(&|d| read_prefix(Bz2Decoder::new(d), usize::MAX >> 40)));
-        reference_full = reference_full.min(time(&|d| {
-            read_prefix(bzip2::read::MultiBzDecoder::new(d), usize::MAX >> 40)
-        }));
-    }
-    let mean_kb = datas.iter().map(Vec::len).sum::<usize>() as f64 / datas.len() as f64 / 1024.0;
-    eprintln!(
-        "{name}: {} files, mean {mean_kb:.0} KB: first 16 KB ours {ours:.3} ms/file vs libbzip2 \
-         {reference:.3} ms/file ({:.2}x); whole file ours {ours_full:.3} vs {reference_full:.3} ms",
-        datas.len(),
-        reference / ours
-    );
-}
-
-#[test]
-#[ignore = "speed comparison; run with --release -- --ignored --nocapture"]
-fn bench_first_16k_vs_libbzip2() {
-    bench_set("generated", &generated_package_paths());
-    let mut real = Vec::new();
-    fixture_packages(&fixtures_dir(), &mut real);
-    real.retain(|p| decode_ref(&std::fs::read(p).unwrap()).is_ok());
-    bench_set("fixtures", &real);
-}
-
-/// The packages `benches/compare.sh` generates, if they have been.
-fn generated_package_paths() -> Vec<PathBuf> {
-    let generated =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-compare/channel/linux-64");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&generated)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    paths.retain(|p| p.to_string_lossy().ends_with(".tar.bz2"));
-    paths.sort();
-    paths
-}
-
-/// Decodes the first 16 KB of every generated package ten times, with ours
-/// or (with `BZ2_PROFILE_REF` set) libbzip2; for `perf stat` / `perf record`.
-#[test]
-#[ignore = "profiling aid"]
-fn profile_prefix() {
-    let datas: Vec<Vec<u8>> = generated_package_paths()
-        .iter()
-        .map(|p| std::fs::read(p).unwrap())
-        .collect();
-    let reference = std::env::var_os("BZ2_PROFILE_REF").is_some_and(|v| !v.is_empty());
-    let start = Instant::now();
-    for _ in 0..10 {
-        for d in &datas {
-            let n = if reference {
-                read_prefix(bzip2::read::MultiBzDecoder::new(&d[..]), 16 * 1024)
-            } else {
-                read_prefix(Bz2Decoder::new(&d[..]), 16 * 1024)
-            };
-            std::hint::black_box(n);
-        }
-    }
-    eprintln!(
-        "{} prefix {:.3} ms/file",
-        if reference { "libbzip2" } else { "ours" },
-        start.elapsed().as_secs_f64() * 100.0 / datas.len().max(1) as f64
-    );
 }
