@@ -136,6 +136,11 @@ impl Catalog {
 
 /// Validates the staged upload and publishes it. The staged file is
 /// consumed: linked into the channel, or removed.
+///
+/// The upload was hashed as it arrived; verification reads the staged file
+/// once more (from the page cache), because a `.conda` can only be trusted
+/// through its ZIP central directory, which comes last: reading its local
+/// headers as they stream by would check different bytes than conda uses.
 pub fn publish(
     catalog: &Catalog,
     staged: Staged,

@@ -9,8 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
 use crate::index::conda::{CondaIndexError, CondaIndexer};
-use crate::index::{index_channel, IndexError, IndexOptions, IndexSummary};
-use crate::repodata::is_valid_subdir;
+use crate::index::{index_channel, IndexOptions, IndexSummary};
 use crate::repodata::JsonStyle;
 use crate::storage::{ChannelLock, LocalFs};
 
@@ -92,11 +91,7 @@ fn run_native(args: &IndexArgs) -> anyhow::Result<ExitCode> {
         progress: std::io::stderr().is_terminal(),
         ..IndexOptions::default()
     };
-    for subdir in &options.subdirs {
-        if !is_valid_subdir(subdir) {
-            bail!(IndexError::InvalidSubdir(subdir.clone()));
-        }
-    }
+    options.validate()?;
     let _lock = ChannelLock::acquire(&args.channel_dir)?;
     let storage = LocalFs::new(&args.channel_dir);
     let summary = index_channel(&storage, &options)

@@ -44,6 +44,13 @@ pub struct IndexOptions {
     pub progress: bool,
 }
 
+impl IndexOptions {
+    /// Checks the options on their own, before any file is touched.
+    pub fn validate(&self) -> Result<(), IndexError> {
+        scan::check_names(&self.subdirs)
+    }
+}
+
 impl Default for IndexOptions {
     fn default() -> Self {
         Self {

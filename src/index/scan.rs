@@ -12,15 +12,22 @@ use crate::storage::{FileStat, Storage, TEMP_PREFIX};
 /// Temporary files older than this are leftovers of a killed run.
 const STALE_TEMP_AGE: Duration = Duration::from_secs(600);
 
+/// Refuses a requested subdir that is not a CEP 26 name (before anything
+/// on disk is touched).
+pub(crate) fn check_names(requested: &[String]) -> Result<(), IndexError> {
+    match requested.iter().find(|s| !is_valid_subdir(s)) {
+        Some(bad) => Err(IndexError::InvalidSubdir(bad.clone())),
+        None => Ok(()),
+    }
+}
+
 /// The subdirs to index: those asked for, or every directory whose name is a
 /// CEP 26 subdir (not only conda's fixed list). `noarch` always exists.
 pub(crate) fn subdirs(
     storage: &dyn Storage,
     requested: &[String],
 ) -> Result<Vec<String>, IndexError> {
-    if let Some(bad) = requested.iter().find(|s| !is_valid_subdir(s)) {
-        return Err(IndexError::InvalidSubdir(bad.clone()));
-    }
+    check_names(requested)?;
     let mut found: BTreeSet<String> = if requested.is_empty() {
         storage
             .list("")
