@@ -12,7 +12,7 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::cache::{self, CacheEntry, Outcome};
-use super::{index_channel, outputs, IndexError, IndexOptions, IndexSummary};
+use super::{index_subdirs, outputs, IndexError, IndexOptions, IndexSummary};
 use crate::repodata::{IndexedPackage, SubdirRepodata};
 use crate::storage::{FileStat, LocalFs, Storage};
 
@@ -48,17 +48,18 @@ impl LiveIndex {
         storage: LocalFs,
         options: IndexOptions,
     ) -> Result<(Self, IndexSummary), IndexError> {
-        let summary = index_channel(&storage, &options)?;
-        let mut subdirs = BTreeMap::new();
-        for entry in storage
-            .list("")
-            .map_err(|e| IndexError::io("listing the channel", e))?
-        {
-            if entry.is_dir && crate::repodata::is_valid_subdir(&entry.name) {
-                let state = load_state(&storage, &entry.name);
-                subdirs.insert(entry.name.clone(), Arc::new(Subdir::new(state)));
-            }
-        }
+        let (summary, indexed) = index_subdirs(&storage, &options)?;
+        let subdirs = indexed
+            .into_iter()
+            .map(|index| {
+                let state = SubdirState {
+                    repodata: index.repodata,
+                    cache: index.cache,
+                    version: 0,
+                };
+                (state.repodata.subdir.clone(), Arc::new(Subdir::new(state)))
+            })
+            .collect();
         let live = Self {
             storage,
             options,
@@ -153,28 +154,5 @@ impl Subdir {
             state: Mutex::new(state),
             written: Mutex::new(0),
         }
-    }
-}
-
-/// Rebuilds a subdir's in-memory state from the cache `index_channel` just
-/// wrote (every entry matches a file on disk).
-fn load_state(storage: &LocalFs, subdir: &str) -> SubdirState {
-    let cache = cache::load(storage, subdir);
-    let mut repodata = SubdirRepodata::new(subdir);
-    for (name, entry) in &cache {
-        match &entry.outcome {
-            Outcome::Indexed(package) => {
-                repodata.packages.insert(name.clone(), package.clone());
-            }
-            Outcome::LeftOut(reason) if reason.listed_in_run_exports => {
-                repodata.unreadable_listed.insert(name.clone());
-            }
-            Outcome::LeftOut(_) => {}
-        }
-    }
-    SubdirState {
-        repodata,
-        cache,
-        version: 0,
     }
 }

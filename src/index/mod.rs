@@ -121,6 +121,21 @@ pub fn index_channel(
     storage: &dyn Storage,
     options: &IndexOptions,
 ) -> Result<IndexSummary, IndexError> {
+    index_subdirs(storage, options).map(|(summary, _)| summary)
+}
+
+/// One subdir's index as a run left it: what its outputs and cache hold.
+pub(crate) struct SubdirIndex {
+    pub repodata: SubdirRepodata,
+    pub cache: BTreeMap<String, CacheEntry>,
+}
+
+/// [`index_channel`], also handing back every subdir's index (for the
+/// server, which keeps them in memory).
+pub(crate) fn index_subdirs(
+    storage: &dyn Storage,
+    options: &IndexOptions,
+) -> Result<(IndexSummary, Vec<SubdirIndex>), IndexError> {
     let started = Instant::now();
     let mut jobs = scan::subdirs(storage, &options.subdirs)?
         .into_iter()
@@ -135,15 +150,17 @@ pub fn index_channel(
         read,
         ..IndexSummary::default()
     };
+    let mut subdirs = Vec::new();
     for result in results {
-        let (packages, left_out, written) = result?;
+        let (index, left_out, written) = result?;
         summary.subdirs += 1;
-        summary.packages += packages;
+        summary.packages += index.repodata.packages.len();
         summary.left_out.extend(left_out);
         summary.files_written += written;
+        subdirs.push(index);
     }
     summary.elapsed = started.elapsed();
-    Ok(summary)
+    Ok((summary, subdirs))
 }
 
 fn plan_subdir(storage: &dyn Storage, name: String) -> Result<SubdirJob, IndexError> {
@@ -238,13 +255,13 @@ pub fn index_record(
     })
 }
 
-/// Builds and writes one subdir's metadata and cache; returns the number of
-/// packages listed, those left out, and the number of files written.
+/// Builds and writes one subdir's metadata and cache; returns its index,
+/// the packages left out, and the number of files written.
 fn finish_subdir(
     storage: &dyn Storage,
     job: SubdirJob,
     options: &IndexOptions,
-) -> Result<(usize, Vec<LeftOut>, usize), IndexError> {
+) -> Result<(SubdirIndex, Vec<LeftOut>, usize), IndexError> {
     let SubdirJob {
         name,
         listing,
@@ -290,7 +307,11 @@ fn finish_subdir(
             .and_then(|()| storage.write_atomic(&cache_path(&name), &cache::to_bytes(&entries)))
             .map_err(|e| IndexError::io(context("the index cache"), e))?;
     }
-    Ok((repodata.packages.len(), left_out, written))
+    let index = SubdirIndex {
+        repodata,
+        cache: entries,
+    };
+    Ok((index, left_out, written))
 }
 
 fn progress_bar(len: usize, enabled: bool) -> ProgressBar {
