@@ -69,6 +69,8 @@ pub enum PublishError {
     ArchMismatch { arch: String, subdir: String },
     #[error("{0} already exists with different content")]
     Conflict(String),
+    #[error("{0} is not in the channel")]
+    NotFound(String),
     #[error("storage failure: {0}")]
     Storage(#[from] io::Error),
     #[error("conda index failed: {0}")]
@@ -116,6 +118,15 @@ impl Catalog {
     fn confirm_listed(&self) -> Result<(), PublishError> {
         match self {
             Self::Native(_) => Ok(()),
+            Self::Conda { conda, .. } => Ok(conda.refresh()?),
+        }
+    }
+
+    /// Unlists a package whose file is gone; returns once the metadata is
+    /// durable.
+    fn remove(&self, subdir: &str, file_name: &str) -> Result<(), PublishError> {
+        match self {
+            Self::Native(live) => live.remove(subdir, file_name).map(drop).map_err(Into::into),
             Self::Conda { conda, .. } => Ok(conda.refresh()?),
         }
     }
@@ -209,6 +220,63 @@ pub fn publish(
         return Err(err);
     }
     Ok(published)
+}
+
+/// What a delete removed.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Unpublished {
+    pub filename: String,
+    pub subdir: String,
+}
+
+/// Removes `subdir/file_name` from the channel and returns once the
+/// metadata without it is durable.
+///
+/// The file is first moved into `staging` (same file system, one atomic
+/// rename), so a crash at any point leaves either the package listed and on
+/// disk, or gone from disk (and dropped from the metadata by the re-index at
+/// the next start) — never a listed package whose download is half-deleted.
+/// If the metadata cannot be written, the file is moved back.
+pub fn unpublish(
+    catalog: &Catalog,
+    staging: &Path,
+    subdir: &str,
+    file_name: &str,
+) -> Result<Unpublished, PublishError> {
+    checked_format(file_name)?;
+    let target = format!("{subdir}/{file_name}");
+    if !is_valid_subdir(subdir) {
+        return Err(PublishError::NotFound(target));
+    }
+    let storage = catalog.storage();
+    if storage.stat(&target)?.is_none() {
+        return Err(PublishError::NotFound(target));
+    }
+    let path = storage.resolve(&target)?;
+    let parked = tempfile::Builder::new()
+        .prefix("deleted-")
+        .tempfile_in(staging)?
+        .into_temp_path();
+    match fs::rename(&path, &parked) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            return Err(PublishError::NotFound(target)); // a racing delete won
+        }
+        Err(err) => return Err(err.into()),
+    }
+    File::open(storage.resolve(subdir)?)?.sync_all()?;
+    if let Err(err) = catalog.remove(subdir, file_name) {
+        // Still listed: put the file back where the listing points (a
+        // link, so an upload that took the name meanwhile is not replaced).
+        if let Err(undo) = fs::hard_link(&parked, &path) {
+            tracing::error!("could not restore {target} after a failed delete: {undo}");
+        }
+        return Err(err);
+    }
+    Ok(Unpublished {
+        filename: file_name.to_owned(),
+        subdir: subdir.to_owned(),
+    }) // `parked` is removed on drop
 }
 
 fn checked_format(file_name: &str) -> Result<PackageFormat, PublishError> {

@@ -16,8 +16,9 @@ use crate::index::conda::{CondaChannel, CondaIndexer};
 use crate::index::{IndexOptions, LiveIndex};
 use crate::publish::Catalog;
 use crate::repodata::is_valid_subdir;
+use crate::server::state::{default_channel_name, ChannelAccess};
 use crate::server::{self, staging, tls, AppState, Limits, NamedToken, STAGING_DIR};
-use crate::storage::{ChannelLock, LocalFs};
+use crate::storage::{is_plain_name, ChannelLock, LocalFs};
 use crate::token::{Token, TokenHash};
 
 /// Where the self-signed certificate is kept, under the channel root (never
@@ -102,6 +103,18 @@ pub struct ServeArgs {
     /// Do not write repodata.json.zst (CEP 36 clients ask for it first).
     #[arg(long)]
     no_zst: bool,
+    /// The channel's name in upload and delete URLs
+    /// (`/api/v1/upload/<name>`); default: the channel directory's name.
+    #[arg(long, env = "AUH_CHANNEL_NAME")]
+    channel_name: Option<String>,
+    /// Reading the channel needs a token too (`/t/<token>/…` URLs, Bearer
+    /// or Basic authentication).
+    #[arg(long, env = "AUH_PRIVATE")]
+    private: bool,
+    /// Seconds clients may cache repodata and listings before asking again
+    /// (0: revalidate every time, answered 304 when nothing changed).
+    #[arg(long, env = "AUH_METADATA_MAX_AGE", default_value_t = 0)]
+    metadata_max_age: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -133,6 +146,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Everything that can be wrong with the command line fails before the
     // channel is touched.
     let tokens = load_tokens(&args)?;
+    check_channel_name(args.channel_name.as_deref())?;
     let operator_tls = operator_tls(&args)?;
     let address = SocketAddr::new(args.bind, args.port);
     let listener =
@@ -159,13 +173,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_concurrent_uploads: args.max_concurrent_uploads,
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
     };
-    let state = Arc::new(AppState::new(
-        catalog,
-        tokens,
-        limits,
-        args.allow_overwrite,
-        staging.clone(),
-    ));
+    let access = ChannelAccess {
+        name: args
+            .channel_name
+            .clone()
+            .unwrap_or_else(|| default_channel_name(&root)),
+        private: args.private,
+        metadata_max_age: args.metadata_max_age,
+    };
+    tracing::info!(
+        "channel {:?}{}",
+        access.name,
+        if access.private { " (private)" } else { "" }
+    );
+    let state = Arc::new(
+        AppState::new(
+            catalog,
+            tokens,
+            limits,
+            args.allow_overwrite,
+            staging.clone(),
+        )
+        .with_access(access),
+    );
     let scheme = if tls.is_some() { "https" } else { "http" };
     let bound = listener.local_addr()?;
     println!("serving {} at {scheme}://{bound}/", root.display());
@@ -174,6 +204,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     staging::clean(&staging)?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A channel name is one URL path segment.
+fn check_channel_name(name: Option<&str>) -> anyhow::Result<()> {
+    match name {
+        Some(name) if !is_plain_name(name) || name.starts_with('.') || name.contains('%') => {
+            anyhow::bail!(
+                "--channel-name {name:?}: expected one plain name (no '/', no leading '.')"
+            )
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The original pointed `-d` at a platform directory; its parent is the

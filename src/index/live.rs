@@ -106,6 +106,43 @@ impl LiveIndex {
         })
     }
 
+    /// Unlists `subdir/file_name` once its file is gone from disk, and
+    /// returns once the metadata without it is durably written. Returns
+    /// whether it was listed. If the file is back (an upload of the same
+    /// name won a race with the delete), the listing stays: metadata always
+    /// follows what is on disk. On failure the in-memory state is as it was.
+    pub fn remove(&self, subdir: &str, file_name: &str) -> io::Result<bool> {
+        let Some(slot) = lock(&self.subdirs).get(subdir).cloned() else {
+            return Ok(false);
+        };
+        let (version, previous) = {
+            let mut state = lock(&slot.state);
+            if self
+                .storage
+                .stat(&format!("{subdir}/{file_name}"))?
+                .is_some()
+            {
+                return Ok(false);
+            }
+            let previous = (
+                state.repodata.packages.remove(file_name),
+                state.cache.remove(file_name),
+            );
+            if previous.0.is_none() && previous.1.is_none() {
+                return Ok(false);
+            }
+            state.version += 1;
+            (state.version, previous)
+        };
+        self.commit(&slot, version)
+            .inspect_err(|_| {
+                let mut state = lock(&slot.state);
+                restore(&mut state.repodata.packages, file_name, previous.0);
+                restore(&mut state.cache, file_name, previous.1);
+            })
+            .map(|()| true)
+    }
+
     /// Writes the subdir's current state unless a write at or past
     /// `version` already happened.
     fn commit(&self, slot: &Subdir, version: u64) -> io::Result<()> {

@@ -27,10 +27,21 @@ pub struct UploadNote {
     pub refusal: Option<String>,
 }
 
+/// conda's `/t/<token>/…` URLs carry a secret in the path itself.
+fn redact_path_token(path: &str) -> String {
+    match path.strip_prefix("/t/") {
+        Some(rest) => match rest.split_once('/') {
+            Some((_, tail)) => format!("/t/<token>/{tail}"),
+            None => "/t/<token>".to_owned(),
+        },
+        None => path.to_owned(),
+    }
+}
+
 pub async fn log_request(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let path = redact_path_token(request.uri().path());
     let client = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -58,4 +69,19 @@ pub async fn log_request(request: Request, next: Next) -> Response {
         response.status().as_u16(),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_path_token;
+
+    #[test]
+    fn path_tokens_are_redacted() {
+        assert_eq!(
+            redact_path_token("/t/s3cret/noarch/x"),
+            "/t/<token>/noarch/x"
+        );
+        assert_eq!(redact_path_token("/t/s3cret"), "/t/<token>");
+        assert_eq!(redact_path_token("/noarch/t/x"), "/noarch/t/x");
+    }
 }

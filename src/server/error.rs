@@ -17,6 +17,10 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
     #[error("upload larger than the {0}-byte limit")]
     TooLarge(u64),
     #[error("the client sent nothing for {0} seconds")]
@@ -34,6 +38,8 @@ impl ApiError {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
@@ -45,6 +51,7 @@ impl ApiError {
                     StatusCode::UNPROCESSABLE_ENTITY
                 }
                 PublishError::Conflict(_) => StatusCode::CONFLICT,
+                PublishError::NotFound(_) => StatusCode::NOT_FOUND,
                 PublishError::Storage(_) | PublishError::CondaIndex(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
@@ -69,6 +76,13 @@ impl From<std::io::Error> for ApiError {
     }
 }
 
+impl From<axum::Error> for ApiError {
+    /// A request body that broke off mid-way.
+    fn from(err: axum::Error) -> Self {
+        Self::BadRequest(format!("reading the request body failed: {err}"))
+    }
+}
+
 impl From<tokio::task::JoinError> for ApiError {
     fn from(err: tokio::task::JoinError) -> Self {
         Self::Internal(format!("worker task failed: {err}"))
@@ -83,6 +97,13 @@ impl IntoResponse for ApiError {
         }
         let body = Json(serde_json::json!({ "error": self.public_message() }));
         let mut response = (status, body).into_response();
+        if matches!(self, Self::Unauthorized) {
+            // Lets a browser (or curl --anyauth) offer to log in.
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"conda channel\""),
+            );
+        }
         if matches!(self, Self::Busy) {
             response.headers_mut().insert(
                 header::RETRY_AFTER,

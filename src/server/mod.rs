@@ -9,8 +9,10 @@
 //! and stop it cleanly.
 
 pub mod access_log;
+pub mod auth;
 pub mod error;
 mod handlers;
+pub mod listing;
 pub mod router;
 pub mod staging;
 pub mod state;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{middleware, Router};
 
 use super::access_log::log_request;
@@ -19,8 +19,30 @@ pub fn router(state: Arc<AppState>) -> Router {
         .max_upload_bytes
         .saturating_add(FORM_OVERHEAD_BYTES);
     Router::new()
-        .route("/", post(handlers::original))
+        // Uploads: the original request, prefix.dev, quetz, plain PUT.
+        .route("/", post(handlers::original).get(handlers::serve_file))
+        .route("/api/v1/upload/{channel}", post(handlers::prefix_upload))
+        .route(
+            "/api/channels/{channel}/upload/{filename}",
+            post(handlers::quetz_upload),
+        )
+        .route(
+            "/{subdir}/{filename}",
+            put(handlers::put_in_subdir)
+                .delete(handlers::delete_by_path)
+                .get(handlers::serve_file),
+        )
+        .route(
+            "/{channel}/{subdir}/{filename}",
+            put(handlers::put_in_channel).get(handlers::serve_file),
+        )
+        .route(
+            "/api/v1/delete/{channel}/{subdir}/{filename}",
+            delete(handlers::delete_by_api),
+        )
         .route("/healthz", get(handlers::healthz))
+        // Reading the channel: every other GET/HEAD.
+        .fallback(handlers::serve_file)
         // Uploads stream to disk and stop at the upload limit (413); this
         // bounds everything else a request body might carry.
         .layer(DefaultBodyLimit::max(

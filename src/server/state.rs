@@ -1,12 +1,15 @@
 //! What every request handler shares: the channel's catalog, the configured
 //! tokens, the limits, and the slots that cap concurrent uploads.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use axum::http::HeaderMap;
+
+use super::auth;
 use super::error::ApiError;
 use crate::publish::Catalog;
 use crate::token::{Token, TokenHash};
@@ -39,6 +42,18 @@ impl Default for Limits {
     }
 }
 
+/// How the channel is published to readers.
+#[derive(Debug, Clone)]
+pub struct ChannelAccess {
+    /// The name upload APIs address the channel by (`/api/v1/upload/<name>`).
+    pub name: String,
+    /// Reads need a token too.
+    pub private: bool,
+    /// How long clients may cache metadata (repodata, listings) without
+    /// asking again; 0 means they revalidate every time (cheap: a 304).
+    pub metadata_max_age: u32,
+}
+
 pub struct AppState {
     pub catalog: Catalog,
     pub tokens: Vec<NamedToken>,
@@ -47,6 +62,7 @@ pub struct AppState {
     /// Where uploads are received: on the channel's file system, never
     /// served.
     pub staging: PathBuf,
+    pub access: ChannelAccess,
     upload_slots: Arc<Semaphore>,
 }
 
@@ -59,13 +75,39 @@ impl AppState {
         staging: PathBuf,
     ) -> Self {
         let upload_slots = Arc::new(Semaphore::new(limits.max_concurrent_uploads.max(1)));
+        let access = ChannelAccess {
+            name: default_channel_name(catalog.storage().root()),
+            private: false,
+            metadata_max_age: 0,
+        };
         Self {
             catalog,
             tokens,
             limits,
             allow_overwrite,
             staging,
+            access,
             upload_slots,
+        }
+    }
+
+    pub fn with_access(mut self, access: ChannelAccess) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// The token name for a request that must carry a token in its headers.
+    pub fn authenticate_headers(&self, headers: &HeaderMap) -> Result<String, ApiError> {
+        let token = auth::header_token(headers)?.ok_or(ApiError::Unauthorized)?;
+        self.authenticate(&token)
+    }
+
+    /// 404 unless `name` is this channel's name.
+    pub fn check_channel(&self, name: &str) -> Result<(), ApiError> {
+        if name == self.access.name {
+            Ok(())
+        } else {
+            Err(ApiError::NotFound(format!("no channel named {name:?}")))
         }
     }
 
@@ -89,4 +131,12 @@ impl AppState {
             .try_acquire_owned()
             .map_err(|_| ApiError::Busy)
     }
+}
+
+/// A channel is named after its directory, as conda names a local channel.
+pub fn default_channel_name(root: &Path) -> String {
+    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    root.file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "channel".to_owned())
 }

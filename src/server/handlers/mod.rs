@@ -1,22 +1,74 @@
-//! Request handlers, one module per protocol, and what they share: turning
-//! a publish outcome into the JSON answer and the access-log note.
+//! Request handlers, one module per protocol (and one for reading the
+//! channel), and what the upload protocols share: receiving a raw body,
+//! publishing on a blocking thread, and turning the outcome into the JSON
+//! answer and the access-log note.
 
+mod delete;
+mod files;
 mod health;
 mod original;
+mod prefix;
+mod put;
+mod quetz;
 
+pub use delete::{delete_by_api, delete_by_path};
+pub use files::serve_file;
 pub use health::healthz;
 pub use original::original;
+pub use prefix::prefix_upload;
+pub use put::{put_in_channel, put_in_subdir};
+pub use quetz::quetz_upload;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::Query;
+use axum::http::header::CONTENT_LENGTH;
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
 
 use super::access_log::UploadNote;
 use super::error::ApiError;
+use super::staging;
 use super::state::AppState;
 use crate::publish::{publish, PublishRequest, Published, Staged};
+
+/// Streams a raw request body (quetz, PUT) into staging. A declared
+/// `Content-Length` past the limit is refused before any byte is read.
+async fn stage_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    note: &mut UploadNote,
+) -> Result<Staged, ApiError> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|size| size > state.limits.max_upload_bytes) {
+        return Err(ApiError::TooLarge(state.limits.max_upload_bytes));
+    }
+    let staged = staging::receive(&state.staging, body.into_data_stream(), &state.limits).await?;
+    note.received = staged.digests.size;
+    Ok(staged)
+}
+
+/// The query's `key=value` pairs (percent-decoded).
+fn query_pairs(uri: &Uri) -> Result<HashMap<String, String>, ApiError> {
+    Query::<HashMap<String, String>>::try_from_uri(uri)
+        .map(|Query(pairs)| pairs)
+        .map_err(|err| ApiError::BadRequest(format!("malformed query string: {err}")))
+}
+
+/// `force=true` (or `1`, `yes`) in a form field or query.
+fn is_true(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "true" | "1" | "yes"
+    )
+}
 
 /// Validates and publishes a staged upload on a blocking thread.
 async fn publish_staged(
@@ -34,19 +86,32 @@ async fn publish_staged(
 
 /// `201 {"filename", "subdir", "size", "md5", "sha256"}` or the error, with
 /// the note for the access log.
-fn respond(result: Result<Published, ApiError>, mut note: UploadNote) -> Response {
+fn respond(result: Result<Published, ApiError>, note: UploadNote) -> Response {
+    respond_with(result, note, StatusCode::CREATED, |published, note| {
+        note.package = Some(format!("{}/{}", published.subdir, published.filename));
+        tracing::info!(
+            token = note.token.as_deref().unwrap_or("-"),
+            "published {}/{} ({} bytes, sha256 {})",
+            published.subdir,
+            published.filename,
+            published.size,
+            published.sha256
+        );
+    })
+}
+
+/// `status` with the JSON of `result`, or the error; `on_success` fills in
+/// the note and logs.
+fn respond_with<T: Serialize>(
+    result: Result<T, ApiError>,
+    mut note: UploadNote,
+    status: StatusCode,
+    on_success: impl FnOnce(&T, &mut UploadNote),
+) -> Response {
     let mut response = match result {
-        Ok(published) => {
-            note.package = Some(format!("{}/{}", published.subdir, published.filename));
-            tracing::info!(
-                token = note.token.as_deref().unwrap_or("-"),
-                "published {}/{} ({} bytes, sha256 {})",
-                published.subdir,
-                published.filename,
-                published.size,
-                published.sha256
-            );
-            (StatusCode::CREATED, Json(published)).into_response()
+        Ok(value) => {
+            on_success(&value, &mut note);
+            (status, Json(value)).into_response()
         }
         Err(err) => {
             if err.status().is_client_error() {

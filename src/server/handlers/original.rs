@@ -18,9 +18,10 @@ use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use futures_util::StreamExt;
 
-use super::{publish_staged, respond};
+use super::{is_true, publish_staged, respond};
 use crate::publish::{PublishRequest, Published};
 use crate::server::access_log::UploadNote;
+use crate::server::auth::refuse_query_token;
 use crate::server::error::ApiError;
 use crate::server::staging;
 use crate::server::state::AppState;
@@ -87,31 +88,8 @@ async fn handle(
     publish_staged(state, staged, request).await
 }
 
-fn is_true(value: &str) -> bool {
-    matches!(
-        value.trim().to_ascii_lowercase().as_str(),
-        "true" | "1" | "yes"
-    )
-}
-
-/// A token in a URL ends up in logs and browser history: never accept one.
-fn refuse_query_token(uri: &Uri) -> Result<(), ApiError> {
-    let has_token = uri.query().is_some_and(|q| {
-        q.split('&').any(|pair| {
-            pair.split('=')
-                .next()
-                .is_some_and(|k| k.eq_ignore_ascii_case("token"))
-        })
-    });
-    if has_token {
-        Err(ApiError::Unauthorized)
-    } else {
-        Ok(())
-    }
-}
-
 /// A short text field, read with its size capped (never buffered whole).
-async fn text(
+pub(super) async fn text(
     mut field: Field<'_>,
     multipart_error: impl Fn(MultipartError) -> ApiError,
 ) -> Result<String, ApiError> {
@@ -129,7 +107,7 @@ async fn text(
 
 /// The router's body limit is the upload limit plus room for the other
 /// fields, so passing it means the upload was too large.
-fn multipart_error(limit: u64) -> impl Fn(MultipartError) -> ApiError + Copy {
+pub(super) fn multipart_error(limit: u64) -> impl Fn(MultipartError) -> ApiError + Copy {
     move |err| {
         if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge(limit)

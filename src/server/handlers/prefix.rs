@@ -1,0 +1,93 @@
+//! prefix.dev's upload API, as `rattler-build upload prefix` and `pixi
+//! upload` send it: `POST /api/v1/upload/<channel>[?force=true]`, multipart
+//! with one part `file` whose own headers carry `X-File-Name` and
+//! `X-File-SHA256`, the token in `Authorization: Bearer`. An `attestation`
+//! part (a sigstore bundle) is accepted and not kept: this server does not
+//! verify or serve attestations.
+
+use std::sync::Arc;
+
+use axum::extract::{Multipart, Path, State};
+use axum::http::{HeaderMap, Uri};
+use axum::response::Response;
+use futures_util::StreamExt;
+
+use super::original::{multipart_error, text};
+use super::{is_true, publish_staged, query_pairs, respond};
+use crate::publish::{PublishRequest, Published};
+use crate::server::access_log::UploadNote;
+use crate::server::auth::refuse_query_token;
+use crate::server::error::ApiError;
+use crate::server::staging;
+use crate::server::state::AppState;
+
+pub async fn prefix_upload(
+    State(state): State<Arc<AppState>>,
+    Path(channel): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    multipart: Multipart,
+) -> Response {
+    let mut note = UploadNote::default();
+    let result = handle(&state, &channel, &uri, &headers, multipart, &mut note).await;
+    respond(result, note)
+}
+
+async fn handle(
+    state: &Arc<AppState>,
+    channel: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    mut multipart: Multipart,
+    note: &mut UploadNote,
+) -> Result<Published, ApiError> {
+    refuse_query_token(uri)?;
+    note.token = Some(state.authenticate_headers(headers)?);
+    state.check_channel(channel)?;
+    let query = query_pairs(uri)?;
+    let mut request = PublishRequest {
+        force: query.get("force").is_some_and(|v| is_true(v)),
+        ..PublishRequest::default()
+    };
+    let _slot = state.upload_slot()?;
+    let idle = state.limits.idle_timeout;
+    let multipart_error = multipart_error(state.limits.max_upload_bytes);
+    let mut staged = None;
+    loop {
+        let next = tokio::time::timeout(idle, multipart.next_field())
+            .await
+            .map_err(|_| ApiError::Timeout(idle.as_secs()))?;
+        let Some(field) = next.map_err(multipart_error)? else {
+            break;
+        };
+        match field.name().unwrap_or_default() {
+            "file" => {
+                if staged.is_some() {
+                    return Err(ApiError::BadRequest("more than one file part".into()));
+                }
+                let part_header = |name: &str| {
+                    field
+                        .headers()
+                        .get(name)
+                        .and_then(|value| value.to_str().ok())
+                        .map(str::to_owned)
+                };
+                request.file_name = part_header("x-file-name")
+                    .or_else(|| field.file_name().map(str::to_owned))
+                    .unwrap_or_default();
+                request.expected_sha256 = part_header("x-file-sha256");
+                note.package = Some(request.file_name.clone());
+                let body = field.map(|chunk| chunk.map_err(multipart_error));
+                let received = staging::receive(&state.staging, body, &state.limits).await?;
+                note.received = received.digests.size;
+                staged = Some(received);
+            }
+            // Read (size-capped) and dropped, so a client sending it is
+            // not cut off mid-request.
+            "attestation" => drop(text(field, multipart_error).await?),
+            _ => {}
+        }
+    }
+    let staged = staged.ok_or_else(|| ApiError::BadRequest("no file part".into()))?;
+    publish_staged(state, staged, request).await
+}
