@@ -11,6 +11,7 @@ mod differential;
 mod golden;
 mod incremental;
 mod invalid;
+mod protocols;
 mod serve_cli;
 mod server;
 mod verify;

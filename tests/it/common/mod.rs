@@ -2,6 +2,9 @@
 //! oracle are, and helpers to run the indexer and compare directory trees.
 #![allow(dead_code)]
 
+pub mod server;
+pub mod uploaders;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -135,6 +138,45 @@ pub fn oracle() -> (PathBuf, PathBuf) {
         venv
     });
     (script_dir.join("conda-index"), venv.clone())
+}
+
+/// The py-rattler version the client tests run (the rattler Python
+/// bindings, from the package registry).
+pub const PY_RATTLER: &str = "py-rattler==0.28.0";
+
+/// A Python interpreter with py-rattler, in its own virtualenv
+/// (`$RATTLER_VENV`, else `target/rattler-venv`), made on first use;
+/// `.ci/run` makes it up front.
+pub fn python_with_rattler() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let venv = std::env::var_os("RATTLER_VENV")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/rattler-venv")
+                });
+            let python = venv.join("bin/python");
+            let ready = Command::new(&python)
+                .args(["-c", "import rattler"])
+                .output()
+                .is_ok_and(|out| out.status.success());
+            if !ready {
+                let made = Command::new("python3")
+                    .args(["-m", "venv"])
+                    .arg(&venv)
+                    .status()
+                    .unwrap();
+                assert!(made.success(), "python3 -m venv {} failed", venv.display());
+                let installed = Command::new(&python)
+                    .args(["-m", "pip", "install", "-q", PY_RATTLER])
+                    .status()
+                    .unwrap();
+                assert!(installed.success(), "pip install {PY_RATTLER} failed");
+            }
+            python
+        })
+        .clone()
 }
 
 /// Runs the oracle (`conda-index DIR ARGS...`), asserting it succeeds.
