@@ -83,7 +83,7 @@ fn write_row(html: &mut String, entry: &Entry) {
     };
     let modified = entry
         .modified
-        .map(|time| httpdate::fmt_http_date(time))
+        .map(httpdate::fmt_http_date)
         .unwrap_or_default();
     let _ = writeln!(
         html,

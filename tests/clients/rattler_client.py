@@ -13,6 +13,7 @@ cannot be solved.
 
 import asyncio
 import json
+import os
 import sys
 
 import rattler
@@ -67,4 +68,8 @@ async def main(channel, platform, prefix, cache_dir, specs):
 
 if __name__ == "__main__":
     channel, platform, prefix, cache_dir, *specs = sys.argv[1:]
-    sys.exit(asyncio.run(main(channel, platform, prefix, cache_dir, specs)))
+    code = asyncio.run(main(channel, platform, prefix, cache_dir, specs))
+    sys.stdout.flush()
+    # Skip interpreter teardown: rattler's runtime threads can abort it
+    # after a failed solve, which would hide the exit status.
+    os._exit(code)

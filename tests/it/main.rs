@@ -6,12 +6,14 @@
 mod common;
 
 mod cli;
+mod clients;
 mod crash;
 mod differential;
 mod golden;
 mod incremental;
 mod invalid;
 mod protocols;
+mod reading;
 mod serve_cli;
 mod server;
 mod verify;

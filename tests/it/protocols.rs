@@ -286,25 +286,18 @@ fn a_declared_size_past_the_limit_is_refused_before_reading() {
         .is_none());
 }
 
+type Authenticate = fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder;
+
 #[test]
 fn header_tokens_are_accepted_in_every_form_conda_clients_use() {
     let server = TestServer::start(Config::default());
     let work = tempfile::tempdir().unwrap();
     let client = server.client();
-    let forms: [(
-        &str,
-        Box<dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder>,
-    ); 4] = [
-        ("bearer", Box::new(|r| r.bearer_auth(TOKEN))),
-        (
-            "basic password",
-            Box::new(|r| r.basic_auth("ci", Some(TOKEN))),
-        ),
-        (
-            "basic user",
-            Box::new(|r| r.basic_auth(TOKEN, None::<&str>)),
-        ),
-        ("api key", Box::new(|r| r.header("X-API-Key", TOKEN))),
+    let forms: [(&str, Authenticate); 4] = [
+        ("bearer", |r| r.bearer_auth(TOKEN)),
+        ("basic password", |r| r.basic_auth("ci", Some(TOKEN))),
+        ("basic user", |r| r.basic_auth(TOKEN, None::<&str>)),
+        ("api key", |r| r.header("X-API-Key", TOKEN)),
     ];
     for (seed, (form, authenticate)) in (1..).zip(forms) {
         let file = package(
