@@ -370,6 +370,11 @@ fn start_up_errors_are_clear_and_change_nothing() {
             "cannot listen on",
         ),
         (vec!["-p", "99999"], "99999"),
+        (vec!["--channel-name", "a/b"], "--channel-name \"a/b\""),
+        (
+            vec!["--channel-name", ".hidden"],
+            "--channel-name \".hidden\"",
+        ),
     ];
     for (extra, message) in cases {
         let mut args = vec!["serve", "-d", channel.to_str().unwrap(), "-t", &hash];
@@ -880,4 +885,57 @@ fn sigkill_mid_upload_loses_no_acknowledged_package() {
         }
     }
     eprintln!("{} uploads acknowledged before SIGKILL", acknowledged.len());
+}
+
+#[test]
+fn private_named_channel_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let channel = dir.path().join("releases");
+    let args = serve_args(&channel, None, &["--private", "--channel-name", "acme"]);
+    let served = Served::start(dir.path(), &args, &[]);
+    let cert = channel.join(".auh-tls/localhost-cert.pem");
+    let client = client_trusting(&cert);
+    let file = common::fixtures().join("channels/conda-test-recipes/noarch/versioned-2.0-0.conda");
+    let bytes = fs::read(&file).unwrap();
+    let rt = runtime();
+    let status = |request: reqwest::RequestBuilder| {
+        rt.block_on(async { request.send().await.unwrap().status().as_u16() })
+    };
+    let upload = |name: &str| {
+        let part = reqwest::multipart::Part::bytes(bytes.clone())
+            .file_name("versioned-2.0-0.conda")
+            .headers(
+                [("x-file-name", "versioned-2.0-0.conda")]
+                    .into_iter()
+                    .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
+                    .collect(),
+            );
+        client
+            .post(format!("{}api/v1/upload/{name}", served.url))
+            .bearer_auth(TOKEN)
+            .multipart(reqwest::multipart::Form::new().part("file", part))
+    };
+    assert_eq!(
+        status(upload("releases")),
+        404,
+        "the directory name is not the channel's name"
+    );
+    assert_eq!(status(upload("acme")), 201);
+    let repodata = format!("{}noarch/repodata.json", served.url);
+    assert_eq!(status(client.get(&repodata)), 401);
+    assert_eq!(
+        status(client.get(format!("{}t/{TOKEN}/noarch/repodata.json", served.url))),
+        200
+    );
+    assert_eq!(status(client.get(&repodata).bearer_auth(TOKEN)), 200);
+    assert_eq!(status(client.get(format!("{}healthz", served.url))), 200);
+    // The token in a /t/ URL is never logged.
+    assert!(!served.stderr().contains(TOKEN), "{}", served.stderr());
+    assert!(
+        served
+            .stderr()
+            .contains("GET /t/<token>/noarch/repodata.json 200"),
+        "{}",
+        served.stderr()
+    );
 }
