@@ -1,10 +1,12 @@
-//! The upload server: HTTPS (or, behind a proxy, plain HTTP), token
-//! authentication, uploads streamed to staging and published through the
-//! channel's catalog.
+//! The channel server: HTTPS (or, behind a proxy, plain HTTP), uploads in
+//! four protocols streamed to staging and published through the channel's
+//! catalog, deletes, and the channel itself served to conda clients.
 //!
 //! Layout: [`state`] (what handlers share), [`router`] (routes and layers),
-//! `handlers/` (one module per protocol), [`staging`] (receiving bodies),
-//! [`error`] (every status code), [`access_log`], [`tls`]. [`run`] takes its
+//! `handlers/` (one module per protocol, and `files` for reads), [`auth`]
+//! (where a token comes from), [`listing`] (directory pages), [`staging`]
+//! (receiving bodies), [`error`] (every status code), [`access_log`],
+//! [`tls`]. [`run`] takes its
 //! listener and shutdown signal as parameters, so tests start it on port 0
 //! and stop it cleanly.
 
