@@ -514,6 +514,23 @@ fn conda_fallback_indexes_each_upload_with_conda() {
     assert!(listed["packages.conda"]["viaconda-1.0-0.conda"].is_object());
     // conda-index wrote it (its own cache), not the native indexer.
     assert!(channel.join("linux-64/.cache/cache.db").exists());
+    // A delete is answered after conda has re-indexed without the package.
+    let url = format!("{}linux-64/viaconda-1.0-0.conda", served.url);
+    let deleted = runtime().block_on(async {
+        client
+            .delete(url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(deleted.as_u16(), 200, "{}", served.stderr());
+    let listed = repodata(&channel, "linux-64");
+    assert!(listed["packages.conda"]
+        .get("viaconda-1.0-0.conda")
+        .is_none());
+    assert!(listed["packages"]["viaconda-1.0-0.tar.bz2"].is_object());
 
     // A conda that does not work is a start-up error, not a silent fallback.
     let other = dir.path().join("other");
