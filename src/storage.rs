@@ -45,9 +45,25 @@ pub trait Storage: Sync + Send {
     /// new one, never a mix, and the new one survives a crash once this
     /// returns. Does nothing when the content is already `bytes`.
     fn write_atomic(&self, path: &str, bytes: &[u8]) -> io::Result<WriteOutcome>;
+    /// Replaces several files as one step: every new content is written to
+    /// a temporary file beside its target and made durable first; only once
+    /// all are written are the `stale` files removed and the new ones renamed
+    /// into place, in the order given. A failure while writing (a full disk)
+    /// changes nothing. Files that already hold their bytes are not touched.
+    /// Returns how many files were written.
+    fn write_atomic_all(&self, files: &[(String, Vec<u8>)], stale: &[String]) -> io::Result<usize>;
     /// Removes a file; `false` if it was not there.
     fn remove(&self, path: &str) -> io::Result<bool>;
     fn create_dir_all(&self, path: &str) -> io::Result<()>;
+}
+
+/// Whether an error means the file system is out of space (`ENOSPC`) or
+/// the writer out of quota (`EDQUOT`): the server answers 507, not 500.
+pub fn is_storage_full(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// Prefix of our temporary files, so leftovers of a killed run can be told
@@ -144,20 +160,48 @@ impl Storage for LocalFs {
     }
 
     fn write_atomic(&self, path: &str, bytes: &[u8]) -> io::Result<WriteOutcome> {
-        let full = self.resolve(path)?;
-        if content_equals(&full, bytes)? {
-            return Ok(WriteOutcome::Unchanged);
+        let written = self.write_atomic_all(&[(path.to_owned(), bytes.to_vec())], &[])?;
+        Ok(if written == 0 {
+            WriteOutcome::Unchanged
+        } else {
+            WriteOutcome::Written
+        })
+    }
+
+    fn write_atomic_all(&self, files: &[(String, Vec<u8>)], stale: &[String]) -> io::Result<usize> {
+        // Dropping a temporary file removes it: an error before the renames
+        // leaves nothing behind.
+        let mut written = Vec::new();
+        for (path, bytes) in files {
+            let full = self.resolve(path)?;
+            if content_equals(&full, bytes)? {
+                continue;
+            }
+            let dir = full.parent().unwrap_or(&self.root).to_path_buf();
+            let mut temp = tempfile::Builder::new()
+                .prefix(TEMP_PREFIX)
+                .tempfile_in(&dir)?;
+            temp.write_all(bytes)?;
+            set_public_read(temp.as_file())?;
+            temp.as_file().sync_all()?;
+            written.push((temp, full, dir));
         }
-        let dir = full.parent().unwrap_or(&self.root);
-        let mut temp = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
-            .tempfile_in(dir)?;
-        temp.write_all(bytes)?;
-        set_public_read(temp.as_file())?;
-        temp.as_file().sync_all()?;
-        temp.persist(&full).map_err(|err| err.error)?;
-        File::open(dir)?.sync_all()?; // make the rename itself durable
-        Ok(WriteOutcome::Written)
+        let mut dirs = std::collections::BTreeSet::new();
+        for path in stale {
+            let full = self.resolve(path)?;
+            if self.remove(path)? {
+                dirs.insert(full.parent().unwrap_or(&self.root).to_path_buf());
+            }
+        }
+        let count = written.len();
+        for (temp, full, dir) in written {
+            temp.persist(&full).map_err(|err| err.error)?;
+            dirs.insert(dir);
+        }
+        for dir in dirs {
+            File::open(dir)?.sync_all()?; // make the renames themselves durable
+        }
+        Ok(count)
     }
 
     fn remove(&self, path: &str) -> io::Result<bool> {
@@ -189,6 +233,12 @@ pub struct ChannelLock {
 pub enum LockError {
     #[error("{path} is held by another artifact-upload-handler (a running `serve` or `index`); stop it first, or upload through the server")]
     Busy { path: String },
+    #[error("channel directory {dir} is not writable: serve and index write the channel's packages and metadata there")]
+    NotWritable {
+        dir: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot lock {path}: {source}")]
     Io {
         path: String,
@@ -202,9 +252,17 @@ impl ChannelLock {
     pub fn acquire(root: &Path) -> Result<Self, LockError> {
         let path = root.join(LOCK_FILE);
         let shown = path.display().to_string();
-        let io_error = |source| LockError::Io {
-            path: shown.clone(),
-            source,
+        let io_error = |source: io::Error| match source.kind() {
+            io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied => {
+                LockError::NotWritable {
+                    dir: root.display().to_string(),
+                    source,
+                }
+            }
+            _ => LockError::Io {
+                path: shown.clone(),
+                source,
+            },
         };
         // Never written to: a re-run that changes nothing touches no file.
         let file = fs::OpenOptions::new()

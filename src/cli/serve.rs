@@ -94,6 +94,13 @@ pub struct ServeArgs {
     /// Seconds a client may send nothing before its upload is cut off (408).
     #[arg(long, env = "AUH_IDLE_TIMEOUT", default_value_t = Limits::default().idle_timeout.as_secs())]
     idle_timeout: u64,
+    /// Seconds a client may take to send its request headers.
+    #[arg(long, env = "AUH_HEADER_TIMEOUT", default_value_t = Limits::default().header_timeout.as_secs())]
+    header_timeout: u64,
+    /// Bytes per second an upload must average over each --idle-timeout
+    /// spent waiting for it, or it is cut off (408); 0 turns this off.
+    #[arg(long, env = "AUH_MIN_UPLOAD_RATE", default_value_t = Limits::default().min_upload_rate)]
+    min_upload_rate: u64,
     /// Seconds in-flight uploads get to finish after SIGTERM or Ctrl-C.
     #[arg(long, default_value_t = 30)]
     shutdown_grace: u64,
@@ -172,6 +179,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_upload_bytes: args.max_upload_size,
         max_concurrent_uploads: args.max_concurrent_uploads,
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+        header_timeout: Duration::from_secs(args.header_timeout.max(1)),
+        min_upload_rate: args.min_upload_rate,
     };
     let access = ChannelAccess {
         name: args

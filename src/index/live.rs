@@ -43,7 +43,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl LiveIndex {
     /// Indexes the channel (incrementally, with the same cache as `index`)
-    /// and keeps the result in memory.
+    /// and keeps the result in memory. The caller holds the channel lock, as
+    /// for [`index_channel`](super::index_channel).
     pub fn open(
         storage: LocalFs,
         options: IndexOptions,
@@ -99,7 +100,7 @@ impl LiveIndex {
             state.version += 1;
             (state.version, previous)
         };
-        self.commit(&slot, version).inspect_err(|_| {
+        self.commit(&slot, version, || {
             let mut state = lock(&slot.state);
             restore(&mut state.repodata.packages, &name, previous.0);
             restore(&mut state.cache, &name, previous.1);
@@ -134,32 +135,48 @@ impl LiveIndex {
             state.version += 1;
             (state.version, previous)
         };
-        self.commit(&slot, version)
-            .inspect_err(|_| {
-                let mut state = lock(&slot.state);
-                restore(&mut state.repodata.packages, file_name, previous.0);
-                restore(&mut state.cache, file_name, previous.1);
-            })
-            .map(|()| true)
+        self.commit(&slot, version, || {
+            let mut state = lock(&slot.state);
+            restore(&mut state.repodata.packages, file_name, previous.0);
+            restore(&mut state.cache, file_name, previous.1);
+        })
+        .map(|()| true)
     }
 
     /// Writes the subdir's current state unless a write at or past
-    /// `version` already happened.
-    fn commit(&self, slot: &Subdir, version: u64) -> io::Result<()> {
+    /// `version` already happened. On failure nothing on disk changed, and
+    /// `undo` takes the update back out before the writer lock is released,
+    /// so no other request's write lists a package whose upload failed (or
+    /// drops one whose delete failed).
+    fn commit(&self, slot: &Subdir, version: u64, undo: impl FnOnce()) -> io::Result<()> {
         let mut written = lock(&slot.written);
         if *written >= version {
             return Ok(()); // another upload's write covered ours
         }
         let snapshot = lock(&slot.state).clone();
-        outputs::write_subdir(&self.storage, &snapshot.repodata, &self.options)?;
         let subdir = &snapshot.repodata.subdir;
-        self.storage.create_dir_all(&format!("{subdir}/.cache"))?;
-        self.storage.write_atomic(
-            &cache::cache_path(subdir),
-            &cache::to_bytes(&snapshot.cache),
-        )?;
-        *written = snapshot.version;
-        Ok(())
+        let cache = (cache::cache_path(subdir), cache::to_bytes(&snapshot.cache));
+        let result = self
+            .storage
+            .create_dir_all(&format!("{subdir}/.cache"))
+            .and_then(|()| {
+                outputs::write_subdir(
+                    &self.storage,
+                    &snapshot.repodata,
+                    &self.options,
+                    vec![cache],
+                )
+            });
+        match result {
+            Ok(_) => {
+                *written = snapshot.version;
+                Ok(())
+            }
+            Err(err) => {
+                undo();
+                Err(err)
+            }
+        }
     }
 
     fn slot(&self, subdir: &str) -> io::Result<Arc<Subdir>> {

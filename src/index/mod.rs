@@ -116,7 +116,9 @@ struct SubdirJob {
     fresh: BTreeMap<String, CacheEntry>,
 }
 
-/// Indexes the channel in `storage`.
+/// Indexes the channel in `storage`. The caller holds the channel's
+/// [`ChannelLock`](crate::storage::ChannelLock): temporary files found in
+/// subdirs are removed as leftovers of a killed run.
 pub fn index_channel(
     storage: &dyn Storage,
     options: &IndexOptions,
@@ -298,15 +300,17 @@ fn finish_subdir(
         entries.insert(stat.name, entry);
     }
     let context = |what: &str| format!("writing {what} of {name}/");
-    let written = outputs::write_subdir(storage, &repodata, options)
-        .map_err(|e| IndexError::io(context("metadata"), e))?;
-    // After the outputs: a run killed in between only re-reads packages.
+    // The cache is renamed after the outputs: a run killed in between only
+    // re-reads packages.
+    let mut extra = Vec::new();
     if entries != cache {
         storage
             .create_dir_all(&format!("{name}/.cache"))
-            .and_then(|()| storage.write_atomic(&cache_path(&name), &cache::to_bytes(&entries)))
             .map_err(|e| IndexError::io(context("the index cache"), e))?;
+        extra.push((cache_path(&name), cache::to_bytes(&entries)));
     }
+    let written = outputs::write_subdir(storage, &repodata, options, extra)
+        .map_err(|e| IndexError::io(context("metadata"), e))?;
     let index = SubdirIndex {
         repodata,
         cache: entries,

@@ -9,7 +9,7 @@ use std::io::{self, Write};
 
 use super::IndexOptions;
 use crate::repodata::SubdirRepodata;
-use crate::storage::{Storage, WriteOutcome};
+use crate::storage::Storage;
 
 /// conda-index 0.13.0 compresses with zstd level 16.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 16;
@@ -41,57 +41,74 @@ impl Compression {
     }
 }
 
-/// Writes every metadata file of one subdir; returns how many files changed.
+/// Writes every metadata file of one subdir, then `extra` files (the index
+/// cache), as one [`Storage::write_atomic_all`]: a failure while writing (a
+/// full disk) leaves every one of them as it was. Returns how many files
+/// changed.
 pub(crate) fn write_subdir(
     storage: &dyn Storage,
     repodata: &SubdirRepodata,
     options: &IndexOptions,
+    extra: Vec<(String, Vec<u8>)>,
 ) -> io::Result<usize> {
     let subdir = &repodata.subdir;
     let json = repodata.repodata_json(options.style);
-    let mut written = write_json(
+    let mut files = Files::default();
+    files.add_json(
         storage,
-        &format!("{subdir}/repodata_from_packages.json"),
+        format!("{subdir}/repodata_from_packages.json"),
         &json,
         options,
     )?;
     if options.run_exports {
         let run_exports = repodata.run_exports_json(options.style);
-        written += write_json(
+        files.add_json(
             storage,
-            &format!("{subdir}/run_exports.json"),
+            format!("{subdir}/run_exports.json"),
             &run_exports,
             options,
         )?;
     }
     // Last: clients read repodata.json, so it changes only once the rest has.
-    written += write_json(storage, &format!("{subdir}/repodata.json"), &json, options)?;
-    Ok(written)
+    files.add_json(storage, format!("{subdir}/repodata.json"), &json, options)?;
+    files.write.extend(extra);
+    for copy in &files.stale {
+        tracing::info!("removing {copy}: it no longer matches the JSON it copied");
+    }
+    storage.write_atomic_all(&files.write, &files.stale)
 }
 
-fn write_json(
-    storage: &dyn Storage,
-    path: &str,
-    json: &[u8],
-    options: &IndexOptions,
-) -> io::Result<usize> {
-    let changed = storage.read(path)?.as_deref() != Some(json);
-    let mut written = 0;
-    for (wanted, compression) in [
-        (options.bz2, Compression::Bz2),
-        (options.zst, Compression::Zst(options.zstd_level)),
-    ] {
-        let copy = format!("{path}{}", compression.extension());
-        if wanted && (changed || storage.stat(&copy)?.is_none()) {
-            let bytes = compression.compress(json)?;
-            written += usize::from(storage.write_atomic(&copy, &bytes)? == WriteOutcome::Written);
-        } else if !wanted && changed && storage.remove(&copy)? {
-            tracing::info!("removed {copy}: it no longer matches {path}");
+/// What one subdir's metadata write replaces and removes.
+#[derive(Default)]
+struct Files {
+    write: Vec<(String, Vec<u8>)>,
+    stale: Vec<String>,
+}
+
+impl Files {
+    /// A JSON document, preceded by its compressed copies.
+    fn add_json(
+        &mut self,
+        storage: &dyn Storage,
+        path: String,
+        json: &[u8],
+        options: &IndexOptions,
+    ) -> io::Result<()> {
+        let changed = storage.read(&path)?.as_deref() != Some(json);
+        for (wanted, compression) in [
+            (options.bz2, Compression::Bz2),
+            (options.zst, Compression::Zst(options.zstd_level)),
+        ] {
+            let copy = format!("{path}{}", compression.extension());
+            if wanted && (changed || storage.stat(&copy)?.is_none()) {
+                self.write.push((copy, compression.compress(json)?));
+            } else if !wanted && changed && storage.stat(&copy)?.is_some() {
+                self.stale.push(copy);
+            }
         }
+        if changed {
+            self.write.push((path, json.to_vec()));
+        }
+        Ok(())
     }
-    if changed {
-        storage.write_atomic(path, json)?;
-        written += 1;
-    }
-    Ok(written)
 }

@@ -2,15 +2,11 @@
 //! files.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::IndexError;
 use crate::package::PackageFormat;
 use crate::repodata::is_valid_subdir;
 use crate::storage::{FileStat, Storage, TEMP_PREFIX};
-
-/// Temporary files older than this are leftovers of a killed run.
-const STALE_TEMP_AGE: Duration = Duration::from_secs(600);
 
 /// Refuses a requested subdir that is not a CEP 26 name (before anything
 /// on disk is touched).
@@ -62,16 +58,22 @@ pub(crate) fn packages(storage: &dyn Storage, subdir: &str) -> Result<Vec<FileSt
     Ok(entries)
 }
 
+/// Every temporary file in the subdir and its `.cache/` is a leftover of a
+/// killed run: whoever indexes holds the channel lock, so no other writer
+/// can be midway through one.
 fn remove_stale_temp_files(storage: &dyn Storage, subdir: &str, entries: &[FileStat]) {
-    let cutoff = SystemTime::now()
-        .checked_sub(STALE_TEMP_AGE)
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as i128);
-    for entry in entries
+    let cache_dir = format!("{subdir}/.cache");
+    let in_cache = match storage.stat(&cache_dir) {
+        Ok(Some(stat)) if stat.is_dir => storage.list(&cache_dir).unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let leftovers = entries
         .iter()
-        .filter(|e| e.name.starts_with(TEMP_PREFIX) && e.mtime_ns < cutoff)
-    {
-        let path = format!("{subdir}/{}", entry.name);
+        .map(|e| (subdir, e))
+        .chain(in_cache.iter().map(|e| (cache_dir.as_str(), e)))
+        .filter(|(_, e)| !e.is_dir && e.name.starts_with(TEMP_PREFIX));
+    for (dir, entry) in leftovers {
+        let path = format!("{dir}/{}", entry.name);
         match storage.remove(&path) {
             Ok(_) => tracing::info!("removed {path}, left behind by an interrupted run"),
             Err(err) => tracing::warn!("cannot remove leftover {path}: {err}"),

@@ -7,6 +7,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::publish::PublishError;
+use crate::storage::is_storage_full;
+
+/// What a client is told when the disk is full: it is not the client's
+/// fault, and retrying at once will not help.
+const STORAGE_FULL_MESSAGE: &str =
+    "insufficient storage: the server has no room for this upload; nothing was stored";
 
 /// Seconds a client turned away for load should wait before retrying.
 const RETRY_AFTER_SECONDS: &str = "5";
@@ -25,8 +31,14 @@ pub enum ApiError {
     TooLarge(u64),
     #[error("the client sent nothing for {0} seconds")]
     Timeout(u64),
+    /// The body arrived below the minimum rate (slow_clients).
+    #[error("{0}")]
+    TooSlow(String),
     #[error("too many uploads in progress; retry shortly")]
     Busy,
+    /// The channel's file system is full (or over quota) while receiving.
+    #[error("the server is out of storage space: {0}")]
+    InsufficientStorage(std::io::Error),
     #[error(transparent)]
     Publish(#[from] PublishError),
     #[error("internal error: {0}")]
@@ -41,8 +53,12 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::Timeout(_) | Self::TooSlow(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            Self::Publish(PublishError::Storage(err)) if is_storage_full(err) => {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
             Self::Publish(err) => match err {
                 PublishError::BadFileName(_) | PublishError::ChecksumMismatch { .. } => {
                     StatusCode::BAD_REQUEST
@@ -62,7 +78,10 @@ impl ApiError {
 
     /// What the client is told (and the access log shows).
     pub fn public_message(&self) -> String {
-        if self.status().is_server_error() && !matches!(self, Self::Busy) {
+        let status = self.status();
+        if status == StatusCode::INSUFFICIENT_STORAGE {
+            STORAGE_FULL_MESSAGE.to_owned()
+        } else if status.is_server_error() && !matches!(self, Self::Busy) {
             "internal server error".to_owned()
         } else {
             self.to_string()
@@ -72,13 +91,20 @@ impl ApiError {
 
 impl From<std::io::Error> for ApiError {
     fn from(err: std::io::Error) -> Self {
-        Self::Internal(err.to_string())
+        if is_storage_full(&err) {
+            Self::InsufficientStorage(err)
+        } else {
+            Self::Internal(err.to_string())
+        }
     }
 }
 
 impl From<axum::Error> for ApiError {
-    /// A request body that broke off mid-way.
+    /// A request body that broke off mid-way, or arrived too slowly.
     fn from(err: axum::Error) -> Self {
+        if let Some(slow) = super::slow_clients::too_slow(&err) {
+            return Self::TooSlow(slow.to_string());
+        }
         Self::BadRequest(format!("reading the request body failed: {err}"))
     }
 }
@@ -94,6 +120,8 @@ impl IntoResponse for ApiError {
         let status = self.status();
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!("request failed: {self}");
+        } else if status == StatusCode::INSUFFICIENT_STORAGE {
+            tracing::error!("upload refused, the channel's disk is full: {self}");
         }
         let body = Json(serde_json::json!({ "error": self.public_message() }));
         let mut response = (status, body).into_response();

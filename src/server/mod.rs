@@ -5,8 +5,9 @@
 //! Layout: [`state`] (what handlers share), [`router`] (routes and layers),
 //! `handlers/` (one module per protocol, and `files` for reads), [`auth`]
 //! (where a token comes from), [`listing`] (directory pages), [`staging`]
-//! (receiving bodies), [`error`] (every status code), [`access_log`],
-//! [`tls`]. [`run`] takes its
+//! (receiving bodies), [`slow_clients`] (timeouts and the minimum upload
+//! rate), [`error`] (every status code), [`access_log`], [`tls`]. [`run`]
+//! takes its
 //! listener and shutdown signal as parameters, so tests start it on port 0
 //! and stop it cleanly.
 
@@ -16,6 +17,7 @@ pub mod error;
 mod handlers;
 pub mod listing;
 pub mod router;
+pub mod slow_clients;
 pub mod staging;
 pub mod state;
 pub mod tls;
@@ -25,8 +27,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum_server::tls_rustls::RustlsConfig;
-use hyper_util::rt::TokioTimer;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+
+use slow_clients::FirstBytesAcceptor;
 
 pub use error::ApiError;
 pub use router::router;
@@ -36,9 +39,6 @@ pub use state::{AppState, Limits, NamedToken};
 /// finished upload is linked into place; never indexed (not a subdir name)
 /// and never served.
 pub const STAGING_DIR: &str = ".auh-staging";
-
-/// A client must finish sending its request headers within this time.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves until `shutdown` resolves, then stops accepting connections and
 /// lets in-flight requests finish for up to `grace`.
@@ -50,6 +50,7 @@ pub async fn run(
     grace: Duration,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
+    let limits = state.limits.clone();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
     let on_shutdown = handle.clone();
@@ -58,28 +59,20 @@ pub async fn run(
         tracing::info!("shutting down: finishing in-flight requests");
         on_shutdown.graceful_shutdown(Some(grace));
     });
+    let wait = limits.header_timeout;
+    let server = axum_server::from_tcp(listener).handle(handle);
     match tls {
         Some(tls) => {
-            let mut server = axum_server::from_tcp_rustls(listener, tls).handle(handle);
-            slow_client_timeouts(server.http_builder());
+            let tls = RustlsAcceptor::new(tls).handshake_timeout(wait);
+            let mut server = server.acceptor(FirstBytesAcceptor::new(tls, wait));
+            slow_clients::http_timeouts(server.http_builder(), &limits);
             server.serve(app).await
         }
         None => {
-            let mut server = axum_server::from_tcp(listener).handle(handle);
-            slow_client_timeouts(server.http_builder());
+            let plain = axum_server::accept::DefaultAcceptor::new();
+            let mut server = server.acceptor(FirstBytesAcceptor::new(plain, wait));
+            slow_clients::http_timeouts(server.http_builder(), &limits);
             server.serve(app).await
         }
     }
-}
-
-/// A client that opens a connection and then dawdles over its headers is
-/// cut off (bodies have the upload idle timeout).
-fn slow_client_timeouts(
-    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
-) {
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
 }

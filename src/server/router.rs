@@ -8,6 +8,7 @@ use axum::{middleware, Router};
 
 use super::access_log::log_request;
 use super::handlers;
+use super::slow_clients;
 use super::state::AppState;
 
 /// Room in a request body for the form fields around the package.
@@ -47,6 +48,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         // bounds everything else a request body might carry.
         .layer(DefaultBodyLimit::max(
             usize::try_from(body_limit).unwrap_or(usize::MAX),
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            slow_clients::min_rate,
         ))
         .layer(middleware::from_fn(log_request))
         .with_state(state)

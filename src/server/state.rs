@@ -30,6 +30,11 @@ pub struct Limits {
     pub max_concurrent_uploads: usize,
     /// A client that sends nothing for this long is cut off (408).
     pub idle_timeout: Duration,
+    /// A client must send its request headers within this time.
+    pub header_timeout: Duration,
+    /// Bytes per second a request body must average over each
+    /// `idle_timeout` spent waiting for it (0: no minimum).
+    pub min_upload_rate: u64,
 }
 
 impl Default for Limits {
@@ -38,6 +43,8 @@ impl Default for Limits {
             max_upload_bytes: 4 * 1024 * 1024 * 1024,
             max_concurrent_uploads: 16,
             idle_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(30),
+            min_upload_rate: 1024,
         }
     }
 }

@@ -23,8 +23,8 @@ use crate::publish::{PublishRequest, Published};
 use crate::server::access_log::UploadNote;
 use crate::server::auth::refuse_query_token;
 use crate::server::error::ApiError;
-use crate::server::staging;
 use crate::server::state::AppState;
+use crate::server::{slow_clients, staging};
 use crate::token::Token;
 
 /// Longest accepted text field (token, arch, sha256).
@@ -109,7 +109,9 @@ pub(super) async fn text(
 /// fields, so passing it means the upload was too large.
 pub(super) fn multipart_error(limit: u64) -> impl Fn(MultipartError) -> ApiError + Copy {
     move |err| {
-        if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        if let Some(slow) = slow_clients::too_slow(&err) {
+            ApiError::TooSlow(slow.to_string())
+        } else if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge(limit)
         } else {
             ApiError::BadRequest(format!("malformed multipart body: {}", err.body_text()))
