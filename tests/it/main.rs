@@ -8,6 +8,7 @@ mod common;
 mod cli;
 mod clients;
 mod crash;
+mod crash_serve;
 mod differential;
 mod golden;
 mod incremental;
