@@ -98,14 +98,14 @@ fn is_package(name: &str) -> bool {
 
 fn new_package(round: usize, i: usize) -> (String, Sent) {
     let subdir = SUBDIRS[i % SUBDIRS.len()];
-    let format = if (round + i) % 2 == 0 {
+    let format = if (round + i).is_multiple_of(2) {
         Format::Conda
     } else {
         Format::TarBz2
     };
     let mut spec = PackageSpec::new(format!("crash{round}-{i}"), "1.0", "0", subdir, format);
     // A few large ones keep bodies arriving when early kills land.
-    spec.payload_bytes = if i % 5 == 0 { 400_000 } else { 2_000 };
+    spec.payload_bytes = if i.is_multiple_of(5) { 400_000 } else { 2_000 };
     spec.seed = (round * 100 + i) as u64;
     let bytes = package_bytes(&spec).unwrap();
     (
