@@ -5,156 +5,16 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use std::io::{Read, Write};
 
 use artifact_upload_handler::generate::{package_bytes, Format, Member, MemberKind, PackageSpec};
-use artifact_upload_handler::index::{IndexOptions, LiveIndex};
-use artifact_upload_handler::publish::Catalog;
-use artifact_upload_handler::server::{self, tls, AppState, Limits, NamedToken, STAGING_DIR};
-use artifact_upload_handler::storage::LocalFs;
-use artifact_upload_handler::token::Token;
+use artifact_upload_handler::server::{Limits, STAGING_DIR};
 
 use crate::common;
-
-const TOKEN: &str = "mysecuretoken";
-
-/// A server running on a port of its own, stopped on drop.
-struct TestServer {
-    url: String,
-    root: tempfile::TempDir,
-    cert: PathBuf,
-    runtime: tokio::runtime::Runtime,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl TestServer {
-    fn start(max_upload_bytes: u64) -> Self {
-        Self::with_limits(Limits {
-            max_upload_bytes,
-            max_concurrent_uploads: 200,
-            ..Limits::default()
-        })
-    }
-
-    fn with_limits(limits: Limits) -> Self {
-        Self::with(limits, false)
-    }
-
-    fn with(limits: Limits, allow_overwrite: bool) -> Self {
-        let root = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let staging = root.path().join(STAGING_DIR);
-        fs::create_dir_all(&staging).unwrap();
-        let options = IndexOptions {
-            zst: true,
-            ..IndexOptions::default()
-        };
-        let (index, _) = LiveIndex::open(LocalFs::new(root.path()), options).unwrap();
-        let tls_dir = tempfile::tempdir().unwrap().keep();
-        let (tls, cert) = tls::self_signed(&tls_dir).unwrap();
-        let tokens = vec![NamedToken {
-            name: "ci".into(),
-            hash: Token::new(TOKEN).hash(),
-        }];
-        let state = Arc::new(AppState::new(
-            Catalog::Native(index),
-            tokens,
-            limits,
-            allow_overwrite,
-            staging,
-        ));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!(
-            "https://localhost:{}/",
-            listener.local_addr().unwrap().port()
-        );
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        runtime.spawn(server::run(
-            state,
-            listener,
-            Some(tls),
-            async {
-                let _ = stopped.await;
-            },
-            Duration::from_secs(5),
-        ));
-        Self {
-            url,
-            root,
-            cert,
-            runtime,
-            stop: Some(stop),
-        }
-    }
-
-    fn client(&self) -> reqwest::Client {
-        let cert = reqwest::Certificate::from_pem(&fs::read(&self.cert).unwrap()).unwrap();
-        reqwest::Client::builder()
-            .add_root_certificate(cert)
-            .build()
-            .unwrap()
-    }
-
-    /// Posts the original request; returns the status and JSON body.
-    fn upload(
-        &self,
-        token: Option<&str>,
-        file_name: &str,
-        bytes: Vec<u8>,
-        query: &str,
-    ) -> (u16, serde_json::Value) {
-        let fields: Vec<(&str, &str)> = token.map(|t| ("token", t)).into_iter().collect();
-        self.upload_with(&fields, file_name, bytes, query)
-    }
-
-    /// Posts text `fields` and then the artifact.
-    fn upload_with(
-        &self,
-        fields: &[(&str, &str)],
-        file_name: &str,
-        bytes: Vec<u8>,
-        query: &str,
-    ) -> (u16, serde_json::Value) {
-        let client = self.client();
-        let url = format!("{}{query}", self.url);
-        let fields: Vec<(String, String)> = fields
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        self.runtime.block_on(async move {
-            let mut form = reqwest::multipart::Form::new();
-            for (key, value) in fields {
-                form = form.text(key, value);
-            }
-            form = form.part(
-                "artifact",
-                reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_owned()),
-            );
-            let response = client.post(url).multipart(form).send().await.unwrap();
-            let status = response.status().as_u16();
-            (
-                status,
-                response.json().await.unwrap_or(serde_json::Value::Null),
-            )
-        })
-    }
-
-    fn channel(&self) -> &Path {
-        self.root.path()
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
+use crate::common::server::{Config, TestServer, TOKEN};
 
 /// The channel's files, without our cache (an implementation detail).
 fn channel_state(root: &Path) -> BTreeMap<String, (Vec<u8>, SystemTime)> {
@@ -175,7 +35,7 @@ fn package(name: &str, subdir: &str, format: Format) -> (String, Vec<u8>) {
 
 #[test]
 fn seed_readme_python_client_publishes_real_packages() {
-    let server = TestServer::start(1 << 30);
+    let server = TestServer::with_upload_limit(1 << 30);
     let mut artifacts = Vec::new();
     for channel in ["conda-format-repo", "conda-index-hotfix"] {
         for subdir in fs::read_dir(common::fixtures().join("channels").join(channel)).unwrap() {
@@ -208,7 +68,7 @@ fn seed_readme_python_client_publishes_real_packages() {
 
 #[test]
 fn bad_tokens_are_refused_and_change_nothing() {
-    let server = TestServer::start(1 << 30);
+    let server = TestServer::with_upload_limit(1 << 30);
     let (name, bytes) = package("a", "noarch", Format::Conda);
     assert_eq!(server.upload(Some(TOKEN), &name, bytes.clone(), "").0, 201);
     let before = channel_state(server.channel());
@@ -233,7 +93,7 @@ fn bad_tokens_are_refused_and_change_nothing() {
 
 #[test]
 fn hostile_uploads_get_clear_errors_and_change_nothing() {
-    let server = TestServer::start(64 * 1024);
+    let server = TestServer::with_upload_limit(64 * 1024);
     let (good, good_bytes) = package("good", "linux-64", Format::Conda);
     assert_eq!(
         server.upload(Some(TOKEN), &good, good_bytes.clone(), "").0,
@@ -369,7 +229,7 @@ fn hostile_uploads_get_clear_errors_and_change_nothing() {
 
 #[test]
 fn arch_field_must_name_the_packages_subdir() {
-    let server = TestServer::start(1 << 30);
+    let server = TestServer::with_upload_limit(1 << 30);
     let (name, bytes) = package("arched", "linux-64", Format::TarBz2);
     let before = channel_state(server.channel());
     let fields = [("token", TOKEN), ("arch", "osx-64")];
@@ -396,13 +256,17 @@ fn overwriting_needs_both_force_and_the_servers_consent() {
     };
     let forced = [("token", TOKEN), ("force", "true")];
     // A server that does not allow overwrites refuses even a forced upload.
-    let strict = TestServer::start(1 << 30);
+    let strict = TestServer::with_upload_limit(1 << 30);
     assert_eq!(strict.upload(Some(TOKEN), &name, old.clone(), "").0, 201);
     let before = channel_state(strict.channel());
     assert_eq!(strict.upload_with(&forced, &name, new.clone(), "").0, 409);
     assert_eq!(channel_state(strict.channel()), before);
     // One that does still wants the client to ask.
-    let lenient = TestServer::with(Limits::default(), true);
+    let lenient = TestServer::start(Config {
+        limits: Limits::default(),
+        allow_overwrite: true,
+        ..Config::default()
+    });
     let (status, first) = lenient.upload(Some(TOKEN), &name, old, "");
     assert_eq!(status, 201);
     assert_eq!(lenient.upload(Some(TOKEN), &name, new.clone(), "").0, 409);
@@ -481,7 +345,7 @@ fn bomb_conda(bytes: u64) -> (String, Vec<u8>) {
 
 #[test]
 fn decompression_bomb_is_refused_quickly() {
-    let server = TestServer::start(1 << 30);
+    let server = TestServer::with_upload_limit(1 << 30);
     let before = channel_state(server.channel());
     let (name, bytes) = bomb_conda(4 << 30);
     assert!(bytes.len() < 1 << 20, "{} bytes", bytes.len());
@@ -573,7 +437,7 @@ fn a_client_that_goes_quiet_is_cut_off_and_leaves_nothing() {
 
 #[test]
 fn http2_and_http11_are_both_served() {
-    let server = TestServer::start(1 << 30);
+    let server = TestServer::with_upload_limit(1 << 30);
     let cert = reqwest::Certificate::from_pem(&fs::read(&server.cert).unwrap()).unwrap();
     for (client, version) in [
         (
@@ -597,7 +461,7 @@ fn http2_and_http11_are_both_served() {
 
 #[test]
 fn concurrent_uploads_are_all_listed() {
-    let server = TestServer::start(1 << 30);
+    let server = TestServer::with_upload_limit(1 << 30);
     let client = server.client();
     let packages: Vec<(String, Vec<u8>)> = (0..100)
         .map(|i| {

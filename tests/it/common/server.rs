@@ -108,6 +108,20 @@ impl TestServer {
         }
     }
 
+    /// The defaults with another upload size limit.
+    pub fn with_upload_limit(max_upload_bytes: u64) -> Self {
+        let mut config = Config::default();
+        config.limits.max_upload_bytes = max_upload_bytes;
+        Self::start(config)
+    }
+
+    pub fn with_limits(limits: Limits) -> Self {
+        Self::start(Config {
+            limits,
+            ..Config::default()
+        })
+    }
+
     pub fn channel(&self) -> &Path {
         self.root.path()
     }
@@ -119,6 +133,41 @@ impl TestServer {
             .add_root_certificate(cert)
             .build()
             .unwrap()
+    }
+
+    /// Posts the original request (`token` field first, as Python's
+    /// `requests` does); returns the status and JSON body.
+    pub fn upload(
+        &self,
+        token: Option<&str>,
+        file_name: &str,
+        bytes: Vec<u8>,
+        query: &str,
+    ) -> (u16, serde_json::Value) {
+        let fields: Vec<(&str, &str)> = token.map(|t| ("token", t)).into_iter().collect();
+        self.upload_with(&fields, file_name, bytes, query)
+    }
+
+    /// Posts text `fields` and then the artifact.
+    pub fn upload_with(
+        &self,
+        fields: &[(&str, &str)],
+        file_name: &str,
+        bytes: Vec<u8>,
+        query: &str,
+    ) -> (u16, serde_json::Value) {
+        let mut form = reqwest::multipart::Form::new();
+        for (key, value) in fields {
+            form = form.text((*key).to_owned(), (*value).to_owned());
+        }
+        let part = reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_owned());
+        let url = format!("{}{query}", self.url);
+        let reply = self.send(
+            self.client()
+                .post(url)
+                .multipart(form.part("artifact", part)),
+        );
+        (reply.status, reply.json())
     }
 
     /// Sends `request` and returns the status, headers and body.
