@@ -439,3 +439,27 @@ fn delete_removes_the_package_and_its_listing_before_answering() {
         .next()
         .is_none());
 }
+
+#[test]
+fn prefix_uploads_with_an_attestation_are_accepted() {
+    let server = TestServer::start(Config::default());
+    let work = tempfile::tempdir().unwrap();
+    let file = package(work.path(), "attested", "noarch", Format::Conda, 1);
+    let bytes = fs::read(&file).unwrap();
+    // As rattler_upload adds it: a text part after the file.
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name("attested-1.0-0.conda"),
+        )
+        .part(
+            "attestation",
+            reqwest::multipart::Part::text(
+                "{\"mediaType\":\"application/vnd.dev.sigstore.bundle.v0.3+json\"}",
+            ),
+        );
+    let url = format!("{}api/v1/upload/{CHANNEL}", server.url);
+    let reply = server.send(server.client().post(url).bearer_auth(TOKEN).multipart(form));
+    assert_eq!(reply.status, 201, "{:?}", reply.json());
+    assert!(listed(server.channel(), "noarch", "attested-1.0-0.conda").is_some());
+}

@@ -5,6 +5,7 @@
 
 mod delete;
 mod files;
+mod form;
 mod health;
 mod original;
 mod prefix;

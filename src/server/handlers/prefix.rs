@@ -10,15 +10,13 @@ use std::sync::Arc;
 use axum::extract::{Multipart, Path, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
-use futures_util::StreamExt;
 
-use super::original::{multipart_error, text};
+use super::form::{next_field, stage, text_of_at_most, MAX_ATTESTATION_BYTES};
 use super::{is_true, publish_staged, query_pairs, respond};
 use crate::publish::{PublishRequest, Published};
 use crate::server::access_log::UploadNote;
 use crate::server::auth::refuse_query_token;
 use crate::server::error::ApiError;
-use crate::server::staging;
 use crate::server::state::AppState;
 
 pub async fn prefix_upload(
@@ -50,16 +48,8 @@ async fn handle(
         ..PublishRequest::default()
     };
     let _slot = state.upload_slot()?;
-    let idle = state.limits.idle_timeout;
-    let multipart_error = multipart_error(state.limits.max_upload_bytes);
     let mut staged = None;
-    loop {
-        let next = tokio::time::timeout(idle, multipart.next_field())
-            .await
-            .map_err(|_| ApiError::Timeout(idle.as_secs()))?;
-        let Some(field) = next.map_err(multipart_error)? else {
-            break;
-        };
+    while let Some(field) = next_field(&mut multipart, state).await? {
         match field.name().unwrap_or_default() {
             "file" => {
                 if staged.is_some() {
@@ -77,14 +67,13 @@ async fn handle(
                     .unwrap_or_default();
                 request.expected_sha256 = part_header("x-file-sha256");
                 note.package = Some(request.file_name.clone());
-                let body = field.map(|chunk| chunk.map_err(multipart_error));
-                let received = staging::receive(&state.staging, body, &state.limits).await?;
-                note.received = received.digests.size;
-                staged = Some(received);
+                staged = Some(stage(field, state, note).await?);
             }
             // Read (size-capped) and dropped, so a client sending it is
             // not cut off mid-request.
-            "attestation" => drop(text(field, multipart_error).await?),
+            "attestation" => {
+                drop(text_of_at_most(field, state, MAX_ATTESTATION_BYTES).await?);
+            }
             _ => {}
         }
     }

@@ -1,0 +1,82 @@
+//! Reading a multipart upload form (the original request and prefix.dev's):
+//! one field at a time with the idle timeout, short text fields read with
+//! their size capped, and file parts streamed into staging — never a whole
+//! body in memory.
+
+use axum::extract::multipart::{Field, MultipartError};
+use axum::extract::Multipart;
+use axum::http::StatusCode;
+use futures_util::StreamExt;
+
+use crate::publish::Staged;
+use crate::server::access_log::UploadNote;
+use crate::server::error::ApiError;
+use crate::server::state::AppState;
+use crate::server::{slow_clients, staging};
+
+/// Longest accepted text field (token, arch, sha256, force).
+const MAX_FIELD_BYTES: usize = 4096;
+/// Longest accepted attestation (a sigstore bundle is a few KB).
+pub(super) const MAX_ATTESTATION_BYTES: usize = 1024 * 1024;
+
+/// The next field, or `None` at the end of the form.
+pub(super) async fn next_field<'m>(
+    multipart: &'m mut Multipart,
+    state: &AppState,
+) -> Result<Option<Field<'m>>, ApiError> {
+    let idle = state.limits.idle_timeout;
+    let next = tokio::time::timeout(idle, multipart.next_field())
+        .await
+        .map_err(|_| ApiError::Timeout(idle.as_secs()))?;
+    next.map_err(multipart_error(state.limits.max_upload_bytes))
+}
+
+/// A short text field, read with its size capped (never buffered whole).
+pub(super) async fn text(field: Field<'_>, state: &AppState) -> Result<String, ApiError> {
+    text_of_at_most(field, state, MAX_FIELD_BYTES).await
+}
+
+pub(super) async fn text_of_at_most(
+    mut field: Field<'_>,
+    state: &AppState,
+    cap: usize,
+) -> Result<String, ApiError> {
+    let to_error = multipart_error(state.limits.max_upload_bytes);
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(to_error)? {
+        if bytes.len() + chunk.len() > cap {
+            return Err(ApiError::BadRequest(format!(
+                "form field longer than {cap} bytes"
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes).map_err(|_| ApiError::BadRequest("form field is not UTF-8".into()))
+}
+
+/// Streams a file part into staging, noting its size for the access log.
+pub(super) async fn stage(
+    field: Field<'_>,
+    state: &AppState,
+    note: &mut UploadNote,
+) -> Result<Staged, ApiError> {
+    let to_error = multipart_error(state.limits.max_upload_bytes);
+    let body = field.map(|chunk| chunk.map_err(to_error));
+    let staged = staging::receive(&state.staging, body, &state.limits).await?;
+    note.received = staged.digests.size;
+    Ok(staged)
+}
+
+/// The router's body limit is the upload limit plus room for the other
+/// fields, so passing it means the upload was too large.
+fn multipart_error(limit: u64) -> impl Fn(MultipartError) -> ApiError + Copy {
+    move |err| {
+        if let Some(slow) = slow_clients::too_slow(&err) {
+            ApiError::TooSlow(slow.to_string())
+        } else if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(limit)
+        } else {
+            ApiError::BadRequest(format!("malformed multipart body: {}", err.body_text()))
+        }
+    }
+}
