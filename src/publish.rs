@@ -7,6 +7,21 @@
 //! client's checksum and the whole archive have been checked, and the upload
 //! is only reported published once the metadata listing it is durable.
 
+// Input reaches this code: it must fail with an error, never panic.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
 use std::fs::{self, File};
 use std::io;
 use std::path::Path;

@@ -95,7 +95,7 @@ impl CondaIndexer {
                 while !text.is_char_boundary(start) {
                     start += 1;
                 }
-                let tail = &text[start..];
+                let tail = text.get(start..).unwrap_or_default();
                 let detail = if tail.is_empty() {
                     String::new()
                 } else {

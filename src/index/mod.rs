@@ -5,6 +5,21 @@
 //! and the reason; the run goes on. Unchanged packages (same size and mtime
 //! as in the subdir's cache) are not opened at all.
 
+// Input reaches this code: it must fail with an error, never panic.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
 mod cache;
 pub mod conda;
 mod live;
@@ -193,20 +208,22 @@ fn read_changed(storage: &dyn Storage, jobs: &mut [SubdirJob], progress: bool) -
     let results: Vec<_> = todo
         .par_iter()
         .map(|(i, stat)| {
-            let outcome = read_one(storage, &jobs[*i].name, &stat.name);
+            let outcome = jobs
+                .get(*i)
+                .and_then(|job| read_one(storage, &job.name, &stat.name));
             bar.inc(1);
             (*i, stat, outcome)
         })
         .collect();
     bar.finish_and_clear();
     for (i, stat, outcome) in results {
-        if let Some(outcome) = outcome {
+        if let (Some(outcome), Some(job)) = (outcome, jobs.get_mut(i)) {
             let entry = CacheEntry {
                 size: stat.size,
                 mtime_ns: stat.mtime_ns,
                 outcome,
             };
-            jobs[i].fresh.insert(stat.name.clone(), entry);
+            job.fresh.insert(stat.name.clone(), entry);
         }
     }
     todo.len()

@@ -76,20 +76,30 @@ impl<R: Read> HashingReader<R> {
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        let read = buf
+            .get(..n)
+            .ok_or_else(|| io::Error::other("reader claimed more bytes than its buffer holds"))?;
+        self.hasher.update(read);
         Ok(n)
     }
 }
 
 /// Lowercase hex, as conda writes digests.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for &b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0xf)] as char);
+        out.push(char::from(hex_digit(b >> 4)));
+        out.push(char::from(hex_digit(b & 0xf)));
     }
     out
+}
+
+/// The lowercase hex digit for the low four bits of `nibble`.
+pub(crate) fn hex_digit(nibble: u8) -> u8 {
+    match nibble & 0xf {
+        n @ 0..=9 => b'0' + n,
+        n => b'a' + (n - 10),
+    }
 }
 
 #[cfg(test)]

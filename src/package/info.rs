@@ -220,11 +220,8 @@ impl<R: Read> Read for LimitedReader<R> {
                 "decompressed size limit reached",
             ));
         }
-        let max = usize::try_from(self.remaining)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
-        let n = self.inner.read(&mut buf[..max])?;
-        self.remaining -= n as u64;
+        let n = (&mut self.inner).take(self.remaining).read(buf)?;
+        self.remaining = self.remaining.saturating_sub(n as u64);
         Ok(n)
     }
 }

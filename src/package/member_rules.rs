@@ -71,7 +71,8 @@ impl MemberRules {
         }
         let parts: Vec<&[u8]> = components(name).collect();
         (1..parts.len())
-            .map(|n| parts[..n].join(&b'/'))
+            .filter_map(|n| parts.get(..n))
+            .map(|ancestor| ancestor.join(&b'/'))
             .find(|prefix| self.symlinks.contains(prefix))
     }
 }
@@ -92,7 +93,7 @@ fn components(path: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 fn is_absolute(path: &[u8]) -> bool {
-    let drive_letter = path.len() >= 2 && path[0].is_ascii_alphabetic() && path[1] == b':';
+    let drive_letter = matches!(path, [letter, b':', ..] if letter.is_ascii_alphabetic());
     matches!(path.first(), Some(b'/' | b'\\')) || drive_letter
 }
 

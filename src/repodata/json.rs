@@ -10,6 +10,8 @@
 
 use serde_json::{Map, Number, Value};
 
+use crate::package::hex_digit;
+
 /// The two output layouts conda-index has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JsonStyle {
@@ -58,10 +60,10 @@ pub fn write_string(out: &mut Vec<u8>, s: &str) {
 }
 
 fn push_unicode_escape(out: &mut Vec<u8>, unit: u16) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     out.extend_from_slice(b"\\u");
-    for shift in [12, 8, 4, 0] {
-        out.push(DIGITS[usize::from((unit >> shift) & 0xf)]);
+    for byte in unit.to_be_bytes() {
+        out.push(hex_digit(byte >> 4));
+        out.push(hex_digit(byte));
     }
 }
 
@@ -90,8 +92,7 @@ pub fn python_float_repr(value: f64) -> String {
     if value.is_infinite() {
         return if value > 0.0 { "Infinity" } else { "-Infinity" }.to_owned();
     }
-    // `{:e}` gives the shortest round-trip digits, like Python's repr.
-    let sci = format!("{:e}", value.abs());
+    let sci = shortest_digits(value.abs());
     let (mantissa, exponent) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exponent: i32 = exponent.parse().unwrap_or(0);
     let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
@@ -104,6 +105,26 @@ pub fn python_float_repr(value: f64) -> String {
     format!("{sign}{body}")
 }
 
+/// `value` in Rust's `{:e}` form, with the digits Python's repr picks:
+/// the fewest that read back as `value` and, of those, the closest to it.
+/// When two are equally close (1000000000000000.25 has 17-digit neighbours
+/// ...0.2 and ...0.3), `{:e}` takes the upper one and Python's dtoa the one
+/// ending in an even digit, which is what `{:.N$e}` (exact, ties to even)
+/// gives at the same length.
+fn shortest_digits(value: f64) -> String {
+    let shortest = format!("{value:e}");
+    let mantissa = shortest
+        .split_once('e')
+        .map_or(shortest.as_str(), |(m, _)| m);
+    let digits = mantissa.bytes().filter(u8::is_ascii_digit).count();
+    let nearest = format!("{value:.*e}", digits.saturating_sub(1));
+    if nearest.parse::<f64>() == Ok(value) {
+        nearest
+    } else {
+        shortest
+    }
+}
+
 fn fixed_notation(digits: &str, exponent: i32) -> String {
     let point = exponent + 1; // digits before the decimal point
     if point <= 0 {
@@ -111,16 +132,18 @@ fn fixed_notation(digits: &str, exponent: i32) -> String {
         format!("0.{zeros}{digits}")
     } else {
         let point = point as usize;
-        if point >= digits.len() {
-            format!("{digits}{}.0", "0".repeat(point - digits.len()))
-        } else {
-            format!("{}.{}", &digits[..point], &digits[point..])
+        match digits.split_at_checked(point) {
+            Some((whole, fraction)) if !fraction.is_empty() => format!("{whole}.{fraction}"),
+            _ => format!(
+                "{digits}{}.0",
+                "0".repeat(point.saturating_sub(digits.len()))
+            ),
         }
     }
 }
 
 fn exponent_notation(digits: &str, exponent: i32) -> String {
-    let (first, rest) = digits.split_at(1);
+    let (first, rest) = digits.split_at_checked(1).unwrap_or((digits, ""));
     let fraction = if rest.is_empty() {
         String::new()
     } else {
@@ -224,6 +247,9 @@ mod tests {
             ("-1e400", "-Infinity"),
             ("2.5e-5", "2.5e-05"),
             ("12345678901234567.0", "1.2345678901234568e+16"),
+            // Ties between two shortest spellings go to the even digit.
+            ("1000000000000000.2", "1000000000000000.2"),
+            ("1000000000000000.25", "1000000000000000.2"),
         ] {
             assert_eq!(compact(input), expected, "input {input}");
         }

@@ -2,6 +2,21 @@
 //! subdir's set of records, and their serialisation into `repodata.json` and
 //! `run_exports.json`, byte-compatible with conda-index 0.13.0.
 
+// Input reaches this code: it must fail with an error, never panic.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
 pub mod json;
 mod record;
 mod subdir;

@@ -14,6 +14,7 @@ mod faults;
 mod golden;
 mod incremental;
 mod invalid;
+mod json_oracle;
 mod overload;
 mod protocols;
 mod reading;

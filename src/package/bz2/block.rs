@@ -78,7 +78,9 @@ impl BlockDecoder {
                 let used = br.read(16)?;
                 for j in 0..16u32 {
                     if used & (0x8000 >> j) != 0 {
-                        seq_to_unseq[n_in_use & 0xff] = (i * 16 + j) as u8;
+                        if let Some(slot) = seq_to_unseq.get_mut(n_in_use) {
+                            *slot = (i * 16 + j) as u8;
+                        }
                         n_in_use += 1;
                     }
                 }
@@ -109,10 +111,12 @@ impl BlockDecoder {
                 }
             }
             if i < MAX_SELECTORS {
-                let v = group_mtf[j];
-                group_mtf.copy_within(0..j, 1);
-                group_mtf[0] = v;
-                self.selectors.push(v);
+                // Move-to-front: entry `j` becomes the first.
+                let Some(moved) = group_mtf.get_mut(..=j) else {
+                    return Err(invalid("invalid selector"));
+                };
+                moved.rotate_right(1);
+                self.selectors.extend(moved.first());
             }
         }
 
@@ -193,7 +197,10 @@ impl BlockDecoder {
             sum += n;
         }
         for (i, &byte) in ll.iter().enumerate() {
-            let slot = &mut cftab[usize::from(byte)];
+            // A byte always indexes the 256 counters: no check is emitted.
+            let Some(slot) = cftab.get_mut(usize::from(byte)) else {
+                return Err(invalid("corrupt bzip2 block"));
+            };
             let pos = *slot as usize;
             *slot += 1;
             match tt.get_mut(pos) {
@@ -265,7 +272,9 @@ fn decode_symbols_into<R: Read>(
                         return Err(invalid("bzip2 block exceeds its declared size"));
                     }
                     ll.resize(end, byte);
-                    counts[usize::from(byte)] += run_len as u32;
+                    if let Some(count) = counts.get_mut(usize::from(byte)) {
+                        *count += run_len as u32;
+                    }
                     run_len = 0;
                     run_shift = 0;
                 }
@@ -279,7 +288,9 @@ fn decode_symbols_into<R: Read>(
                     return Err(invalid("bzip2 block exceeds its declared size"));
                 }
                 ll.push(byte);
-                counts[usize::from(byte)] += 1;
+                if let Some(count) = counts.get_mut(usize::from(byte)) {
+                    *count += 1;
+                }
             }
         }
     }
@@ -322,7 +333,9 @@ impl Mtf {
     #[inline(always)]
     fn take(&mut self, index: usize) -> u8 {
         let index = index & 0xff;
-        let v = self.a[MTF_FRONT + index];
+        // In bounds for every `index` (masked above), so the compiler drops
+        // the check and the fallback.
+        let v = self.a.get(MTF_FRONT + index).copied().unwrap_or(0);
         self.a.copy_within(index..MTF_FRONT + index, index + 1);
         self.a[MTF_FRONT] = v;
         v

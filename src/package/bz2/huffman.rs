@@ -64,15 +64,20 @@ impl Table {
         let mut code = 0u32;
         let mut offset = 0u16;
         self.max_len = 0;
-        for (len, &n) in count.iter().enumerate().skip(1) {
+        let ranges = self
+            .first
+            .iter_mut()
+            .zip(self.limit.iter_mut())
+            .zip(self.offset.iter_mut());
+        for (len, (&n, ((first, limit), start))) in count.iter().zip(ranges).enumerate().skip(1) {
             left = left * 2 - i64::from(n);
             if left < 0 {
                 return Err(invalid("invalid huffman code lengths"));
             }
-            self.first[len] = code;
-            self.offset[len] = offset;
+            *first = code;
+            *start = offset;
             code += n;
-            self.limit[len] = code;
+            *limit = code;
             code <<= 1;
             offset += n as u16;
             if n > 0 {
@@ -85,13 +90,15 @@ impl Table {
         self.fast.fill(0);
         for (sym, &len) in lengths.iter().enumerate() {
             let l = usize::from(len);
-            let slot = usize::from(next[l]);
-            if let Some(p) = self.perm.get_mut(slot) {
+            let (Some(slot), Some(code)) = (next.get_mut(l), next_code.get_mut(l)) else {
+                return Err(invalid("invalid huffman code lengths"));
+            };
+            if let Some(p) = self.perm.get_mut(usize::from(*slot)) {
                 *p = sym as u16;
             }
-            next[l] += 1;
-            let c = next_code[l];
-            next_code[l] += 1;
+            *slot += 1;
+            let c = *code;
+            *code += 1;
             if u32::from(len) <= FAST_BITS {
                 let shift = FAST_BITS - u32::from(len);
                 let start = (c << shift) as usize;
@@ -109,7 +116,10 @@ impl Table {
     /// `symbol << LEN_BITS | length`, or 0 for [`Self::decode_slow`].
     #[inline(always)]
     pub(super) fn lookup(&self, bits: u64) -> u16 {
-        self.fast[(bits >> (64 - FAST_BITS)) as usize]
+        // The top FAST_BITS bits always index the table: no check is
+        // emitted, and 0 (the fallback) would only mean "slow path".
+        let index = (bits >> (64 - FAST_BITS)) as usize;
+        self.fast.get(index).copied().unwrap_or(0)
     }
 
     /// Decodes one symbol from `br` with no assumption about how many bits
@@ -118,7 +128,8 @@ impl Table {
     #[inline(never)]
     pub(super) fn decode_slow<R: std::io::Read>(&self, br: &mut BitReader<R>) -> io::Result<u16> {
         br.ensure(MAX_CODE_LEN)?;
-        let entry = self.fast[br.peek(FAST_BITS) as usize & ((1 << FAST_BITS) - 1)];
+        let index = br.peek(FAST_BITS) as usize & ((1 << FAST_BITS) - 1);
+        let entry = self.fast.get(index).copied().unwrap_or(0);
         let fast_len = u32::from(entry & LEN_MASK);
         if fast_len != 0 {
             if fast_len > br.available() {
@@ -131,14 +142,19 @@ impl Table {
         let bits = br.peek(MAX_CODE_LEN);
         for len in FAST_BITS + 1..=self.max_len {
             let l = len as usize;
+            let (Some(&limit), Some(&first), Some(&offset)) =
+                (self.limit.get(l), self.first.get(l), self.offset.get(l))
+            else {
+                break;
+            };
             let code = bits >> (MAX_CODE_LEN - len);
-            if code < self.limit[l] {
+            if code < limit {
                 if len > br.available() {
                     return Err(truncated());
                 }
                 let index = code
-                    .checked_sub(self.first[l])
-                    .map(|d| d as usize + usize::from(self.offset[l]));
+                    .checked_sub(first)
+                    .map(|d| d as usize + usize::from(offset));
                 return match index.and_then(|i| self.perm.get(i)) {
                     Some(&sym) => {
                         br.consume(len);
