@@ -13,7 +13,7 @@ use std::io::{Read, Seek};
 use zip::result::ZipError;
 use zip::ZipArchive;
 
-use super::info::{self, InfoMembers, StopRule, Walk};
+use super::info::{self, InfoMembers, MemberRules, StopRule, Walk};
 use super::PackageError;
 
 pub(crate) fn read_info<R: Read + Seek>(
@@ -31,11 +31,13 @@ pub(crate) fn read_info<R: Read + Seek>(
         },
         ..walk
     };
+    // conda extracts both parts into one directory: one set of rules.
+    let mut rules = MemberRules::default();
     let members = with_member(
         &mut archive,
         &info_name,
         PackageError::MissingInfoArchive,
-        |tar| info::collect(tar, info_walk),
+        |tar| info::collect(tar, info_walk, &mut rules),
     )?;
     if walk.strict {
         let pkg_name = format!("pkg-{stem}.tar.zst");
@@ -43,8 +45,9 @@ pub(crate) fn read_info<R: Read + Seek>(
             &mut archive,
             &pkg_name,
             PackageError::MissingPkgArchive,
-            |tar| info::check_every_member(tar, walk.limit),
+            |tar| info::check_every_member(tar, walk.limit, &mut rules),
         )?;
+        rules.finish()?;
     }
     Ok(members)
 }

@@ -6,7 +6,7 @@ use std::io::{self, Read};
 
 use tar::{Archive, Entry, EntryType};
 
-use super::member_rules::MemberRules;
+pub(crate) use super::member_rules::MemberRules;
 use super::{PackageError, MAX_INFO_MEMBER_BYTES, MAX_SCANNED_BYTES};
 
 const INDEX_JSON: &str = "info/index.json";
@@ -60,8 +60,12 @@ impl Walk {
 }
 
 /// Reads the wanted info members from a decompressed tar stream.
-pub(crate) fn collect<R: Read>(tar: R, walk: Walk) -> Result<InfoMembers, PackageError> {
-    let found = scan(tar, walk)?;
+pub(crate) fn collect<R: Read>(
+    tar: R,
+    walk: Walk,
+    rules: &mut MemberRules,
+) -> Result<InfoMembers, PackageError> {
+    let found = scan(tar, walk, rules)?;
     Ok(InfoMembers {
         index_json: found.index_json.ok_or(PackageError::MissingIndexJson)?,
         run_exports_json: found.run_exports_json,
@@ -70,13 +74,17 @@ pub(crate) fn collect<R: Read>(tar: R, walk: Walk) -> Result<InfoMembers, Packag
 
 /// Walks a whole tar stream (a `.conda`'s `pkg-` part), checking every
 /// member.
-pub(crate) fn check_every_member<R: Read>(tar: R, limit: u64) -> Result<(), PackageError> {
+pub(crate) fn check_every_member<R: Read>(
+    tar: R,
+    limit: u64,
+    rules: &mut MemberRules,
+) -> Result<(), PackageError> {
     let walk = Walk {
         stop: StopRule::EveryMember,
         strict: true,
         limit,
     };
-    scan(tar, walk).map(drop)
+    scan(tar, walk, rules).map(drop)
 }
 
 #[derive(Default)]
@@ -85,11 +93,10 @@ struct Found {
     run_exports_json: Option<Vec<u8>>,
 }
 
-fn scan<R: Read>(tar: R, walk: Walk) -> Result<Found, PackageError> {
+fn scan<R: Read>(tar: R, walk: Walk, rules: &mut MemberRules) -> Result<Found, PackageError> {
     let fail = |err| scan_error(err, walk);
     let mut archive = Archive::new(LimitedReader::new(tar, walk.limit));
     let mut found = Found::default();
-    let mut rules = MemberRules::default();
     for entry in archive.entries().map_err(fail)? {
         let mut entry = entry.map_err(fail)?;
         if walk.strict {

@@ -5,22 +5,35 @@
 //! We never extract anything ourselves; these rules protect the clients
 //! (conda, mamba, pixi) that will. A member is refused when its name is
 //! absolute or climbs out with `..`, when it is a symlink whose target
-//! leaves the package, a hard link to such a path, a member stored under an
-//! earlier symlink (the classic "symlink, then write through it" trick), or
-//! a device or FIFO. Backslashes count as separators too, since Windows
-//! clients treat them so.
+//! leaves the package, a hard link to such a path, a member stored under or
+//! in place of an earlier symlink (the classic "symlink, then write through
+//! it" trick), or a device or FIFO. Backslashes count as separators too,
+//! since Windows clients treat them so.
+//!
+//! Link targets are checked twice: on their own, as written, and followed
+//! through the package's other symlinks, as an installer's file system
+//! follows them (`d/a -> ..` makes `t -> d/a/../x` point beside the prefix,
+//! though each looks harmless alone). Hard links are followed when they are
+//! made; symlinks once the whole package is known ([`MemberRules::finish`]),
+//! since a later link can redirect an earlier one.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::Read;
 
 use tar::{Entry, EntryType};
 
 use super::PackageError;
 
-/// The rules for one tar stream; remembers its symlinks.
+/// Symlinks followed in a row before a path counts as a loop (Linux's
+/// limit); a loop resolves nowhere, so it cannot lead outside.
+const MAX_SYMLINK_HOPS: usize = 40;
+
+/// The rules for the tar streams of one package (a `.conda` has two, which
+/// are extracted into the same directory); remembers the symlinks.
 #[derive(Default)]
 pub(crate) struct MemberRules {
-    symlinks: HashSet<Vec<u8>>,
+    /// Normalised member name → link target, for every symlink so far.
+    symlinks: HashMap<Vec<u8>, Vec<u8>>,
 }
 
 impl MemberRules {
@@ -38,7 +51,13 @@ impl MemberRules {
                 String::from_utf8_lossy(&link)
             )));
         }
-        match entry.header().entry_type() {
+        let kind = entry.header().entry_type();
+        if kind != EntryType::Symlink && self.symlinks.contains_key(&normalised(&name)) {
+            return Err(refuse(
+                "replaces an earlier symlink, so it would be written through it".into(),
+            ));
+        }
+        match kind {
             EntryType::Regular
             | EntryType::Continuous
             | EntryType::GNUSparse
@@ -49,19 +68,47 @@ impl MemberRules {
                 // and harmless: they cannot point anywhere).
                 let target = link_target(entry).unwrap_or_default();
                 check_symlink(&name, &target).map_err(|why| refuse(why.to_owned()))?;
-                self.symlinks.insert(normalised(&name));
+                self.symlinks.insert(normalised(&name), target);
                 Ok(())
             }
             EntryType::Link => {
                 let target = link_target(entry)
                     .ok_or_else(|| refuse("is a hard link without a target".into()))?;
-                check_path(&target).map_err(|why| refuse(format!("hard link target {why}")))
+                check_path(&target).map_err(|why| refuse(format!("hard link target {why}")))?;
+                // Installers make hard links with link(2) following symlinks.
+                if self.leads_outside(b"", &target) {
+                    return Err(refuse(
+                        "is a hard link whose target leads outside the package through a symlink"
+                            .into(),
+                    ));
+                }
+                Ok(())
             }
             other => Err(refuse(format!(
                 "is a {} (only files, directories and links belong in a package)",
                 format!("{other:?}").to_lowercase()
             ))),
         }
+    }
+
+    /// Once every member has been checked: each symlink, followed through
+    /// all the others, must still point inside the package.
+    pub(crate) fn finish(&self) -> Result<(), PackageError> {
+        for (name, target) in &self.symlinks {
+            let dir = components(name)
+                .collect::<Vec<_>>()
+                .split_last()
+                .map(|(_, dir)| dir.join(&b'/'))
+                .unwrap_or_default();
+            if self.leads_outside(&dir, target) {
+                return Err(PackageError::UnsafeMember {
+                    member: String::from_utf8_lossy(name).into_owned(),
+                    why: "is a symlink that leads outside the package through another symlink"
+                        .into(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The first proper ancestor of `name` that is a symlink seen earlier.
@@ -73,7 +120,41 @@ impl MemberRules {
         (1..parts.len())
             .filter_map(|n| parts.get(..n))
             .map(|ancestor| ancestor.join(&b'/'))
-            .find(|prefix| self.symlinks.contains(prefix))
+            .find(|prefix| self.symlinks.contains_key(prefix))
+    }
+
+    /// Whether `target`, taken from the directory `dir` (a normalised
+    /// name) with every symlink known so far followed, climbs above the
+    /// package root.
+    fn leads_outside(&self, dir: &[u8], target: &[u8]) -> bool {
+        if self.symlinks.is_empty() {
+            return false; // the lexical checks already covered it
+        }
+        let mut at: Vec<&[u8]> = components(dir).collect();
+        let mut todo: Vec<&[u8]> = components(target).collect();
+        todo.reverse();
+        let mut hops = 0;
+        while let Some(part) = todo.pop() {
+            if part == b".." {
+                if at.pop().is_none() {
+                    return true;
+                }
+                continue;
+            }
+            at.push(part);
+            if let Some(link) = self.symlinks.get(&at.join(&b'/')) {
+                hops += 1;
+                if hops > MAX_SYMLINK_HOPS {
+                    return false;
+                }
+                if is_absolute(link) {
+                    return true;
+                }
+                at.pop();
+                todo.extend(components(link).rev());
+            }
+        }
+        false
     }
 }
 
@@ -87,7 +168,7 @@ fn link_target<R: Read>(entry: &Entry<'_, R>) -> Option<Vec<u8>> {
     (!target.is_empty()).then(|| target.into_owned())
 }
 
-fn components(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+fn components(path: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
     path.split(|&b| b == b'/' || b == b'\\')
         .filter(|part| !part.is_empty() && *part != b".")
 }
@@ -167,7 +248,9 @@ mod tests {
     #[test]
     fn members_under_an_earlier_symlink_are_refused() {
         let mut rules = MemberRules::default();
-        rules.symlinks.insert(normalised(b"./lib/d/"));
+        rules
+            .symlinks
+            .insert(normalised(b"./lib/d/"), b"x".to_vec());
         assert_eq!(rules.symlink_above(b"lib/d/x"), Some(b"lib/d".to_vec()));
         assert_eq!(rules.symlink_above(b"lib/d//x/y"), Some(b"lib/d".to_vec()));
         assert_eq!(rules.symlink_above(b"lib/d"), None, "the link itself");

@@ -8,10 +8,15 @@
 use std::io::Read;
 
 use super::bz2::Bz2Decoder;
-use super::info::{self, InfoMembers, Walk};
+use super::info::{self, InfoMembers, MemberRules, Walk};
 use super::PackageError;
 
 pub(crate) fn read_info<R: Read>(file: R, walk: Walk) -> Result<InfoMembers, PackageError> {
     let decoder = info::DecompressorErrors::new(Bz2Decoder::new(file));
-    info::collect(decoder, walk)
+    let mut rules = MemberRules::default();
+    let members = info::collect(decoder, walk, &mut rules)?;
+    if walk.strict {
+        rules.finish()?;
+    }
+    Ok(members)
 }

@@ -82,11 +82,17 @@ fn odd_but_sound_shared_fixtures_pass_verification() {
 /// What verification says about a generated package of both formats with
 /// one extra payload member.
 fn verdicts(member: Member) -> Vec<Result<(), String>> {
+    verdicts_of(&[member])
+}
+
+/// What verification says about a generated package of both formats with
+/// these extra payload members.
+fn verdicts_of(members: &[Member]) -> Vec<Result<(), String>> {
     [Format::TarBz2, Format::Conda]
         .into_iter()
         .map(|format| {
             let mut spec = PackageSpec::new("hostile", "1.0", "0", "noarch", format);
-            spec.extra_pkg_members = vec![member.clone()];
+            spec.extra_pkg_members = members.to_vec();
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join(spec.file_name());
             fs::write(&path, package_bytes(&spec).unwrap()).unwrap();
@@ -169,5 +175,66 @@ fn truncation_anywhere_is_found() {
             err.contains("corrupt or truncated") || err.contains("ZIP"),
             "{format:?}: {err}"
         );
+    }
+}
+
+fn symlink(path: &str, target: &str) -> Member {
+    Member {
+        path: path.into(),
+        kind: MemberKind::Symlink(target.into()),
+    }
+}
+
+/// Each link's target checked on its own stays inside, but followed
+/// through an earlier link (`d/a` is the prefix itself, so `d/a/..` is its
+/// parent) it leaves the prefix: an installer writing `t` would write
+/// outside it.
+#[test]
+fn symlink_chains_that_leave_the_prefix_are_refused() {
+    for members in [
+        vec![
+            symlink("d/a", ".."),
+            symlink("t", "d/a/../victim"),
+            Member::file("t", b"x".to_vec()),
+        ],
+        vec![symlink("d/a", ".."), symlink("t", "d/a/../victim")],
+        // The link followed may come after the one that goes through it.
+        vec![symlink("t", "d/a/../victim"), symlink("d/a", "..")],
+        vec![
+            symlink("d/a", ".."),
+            Member {
+                path: "h".into(),
+                kind: MemberKind::Hardlink("d/a/../victim".into()),
+            },
+        ],
+    ] {
+        for verdict in verdicts_of(&members) {
+            let err = verdict.expect_err(&format!("{members:?}"));
+            assert!(err.contains("unsafe tar member"), "{members:?}: {err}");
+        }
+    }
+    // Writing a file in place of a symlink writes through it.
+    for verdict in verdicts_of(&[symlink("lib/a", "b"), Member::file("lib/a", b"x".to_vec())]) {
+        let err = verdict.unwrap_err();
+        assert!(err.contains("replaces an earlier symlink"), "{err}");
+    }
+    // A `.conda`'s two parts land in one directory: a link in the info part
+    // redirects one in the pkg part.
+    let mut spec = PackageSpec::new("hostile", "1.0", "0", "noarch", Format::Conda);
+    spec.extra_info_members = vec![symlink("info/a", "..")];
+    spec.extra_pkg_members = vec![symlink("t", "info/a/../victim")];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(spec.file_name());
+    fs::write(&path, package_bytes(&spec).unwrap()).unwrap();
+    let err = verify(&path).unwrap_err();
+    assert!(err.contains("leads outside the package"), "{err}");
+    // Chains that stay inside are fine.
+    let inside = [
+        symlink("lib/a", "b"),
+        symlink("lib/b", "libz.so.1"),
+        symlink("bin/z", "../lib/a"),
+    ];
+    for verdict in verdicts_of(&inside) {
+        assert_eq!(verdict, Ok(()));
     }
 }
