@@ -46,8 +46,11 @@ impl Table {
         }
     }
 
-    /// Builds the table from code lengths (each 1..=20). Incomplete codes are
-    /// accepted (unused codes fail when met); over-subscribed ones are not.
+    /// Builds the table from code lengths (each 1..=20). Like libbzip2, any
+    /// lengths are accepted: in an incomplete code the unused codes fail
+    /// when met; in an over-subscribed one (never written by an encoder, but
+    /// read by libbzip2, so by Python and conda) the shortest match wins and
+    /// the codes past the end of their length are unreachable.
     pub(super) fn build(&mut self, lengths: &[u8]) -> io::Result<()> {
         if lengths.len() > MAX_ALPHA {
             return Err(invalid("invalid huffman code lengths"));
@@ -59,8 +62,7 @@ impl Table {
                 _ => return Err(invalid("invalid huffman code lengths")),
             }
         }
-        // Kraft check and canonical code ranges.
-        let mut left: i64 = 1;
+        // Canonical code ranges, assigned as libbzip2 assigns them.
         let mut code = 0u32;
         let mut offset = 0u16;
         self.max_len = 0;
@@ -70,10 +72,6 @@ impl Table {
             .zip(self.limit.iter_mut())
             .zip(self.offset.iter_mut());
         for (len, (&n, ((first, limit), start))) in count.iter().zip(ranges).enumerate().skip(1) {
-            left = left * 2 - i64::from(n);
-            if left < 0 {
-                return Err(invalid("invalid huffman code lengths"));
-            }
             *first = code;
             *start = offset;
             code += n;
@@ -99,7 +97,9 @@ impl Table {
             *slot += 1;
             let c = *code;
             *code += 1;
-            if u32::from(len) <= FAST_BITS {
+            // A code past the end of its length (over-subscription) can
+            // never be read.
+            if u32::from(len) <= FAST_BITS && c < 1 << len {
                 let shift = FAST_BITS - u32::from(len);
                 let start = (c << shift) as usize;
                 let end = ((c + 1) << shift) as usize;

@@ -234,8 +234,10 @@ fn real_packages_match_reference() {
     }
 }
 
-/// Corrupts valid streams and checks we never panic, and never accept what
-/// libbzip2 rejects.
+/// Corrupts valid streams and checks we never panic, and accept exactly
+/// what libbzip2 accepts (Python's bz2, which conda uses, is libbzip2): a
+/// flipped code length can over-subscribe a Huffman table whose used codes
+/// still decode, which libbzip2 reads and we once refused.
 #[test]
 fn corruption_never_panics_and_errors_like_reference() {
     let mut rng = ChaCha8Rng::seed_from_u64(1234);
@@ -248,13 +250,12 @@ fn corruption_never_panics_and_errors_like_reference() {
         compress(b"aaaaaaaaaaaaaaaa", 9),
     ];
     let mut cases = 0;
-    let mut stricter = 0;
     let mut check = |data: &[u8], chunk: usize| {
         let ours = decode_ours(data, chunk);
         match (decode_ref(data), ours) {
             (Ok(r), Ok(o)) => assert!(r == o, "outputs differ"),
             (Err(_), Ok(_)) => panic!("reference rejects, we accept: {data:02x?}"),
-            (Ok(_), Err(_)) => stricter += 1,
+            (Ok(_), Err(e)) => panic!("reference accepts, we reject ({e}): {data:02x?}"),
             (Err(_), Err(_)) => {}
         }
         cases += 1;
@@ -295,5 +296,5 @@ fn corruption_never_panics_and_errors_like_reference() {
         d.extend((0..len).map(|_| rng.gen::<u8>()));
         check(&d, 4096);
     }
-    eprintln!("{cases} corrupted inputs, {stricter} rejected only by us");
+    eprintln!("{cases} corrupted inputs");
 }
