@@ -14,7 +14,10 @@ const MAX_STEM: usize = 211;
 fuzz_target!(|data: &[u8]| {
     let newline = data.iter().take(MAX_STEM + 1).position(|&b| b == b'\n');
     let (stem, file) = match newline {
-        Some(at) => (String::from_utf8_lossy(&data[..at]).into_owned(), &data[at + 1..]),
+        Some(at) => (
+            String::from_utf8_lossy(&data[..at]).into_owned(),
+            &data[at + 1..],
+        ),
         None => (STEM.to_owned(), data),
     };
     let _ = check_package(file, &format!("{stem}.conda"));

@@ -6,9 +6,7 @@
 //! unguarded installer, which must never write or link outside the prefix.
 #![no_main]
 
-use artifact_upload_handler_fuzz::{
-    bzip2_compress, check_package, conda_container, escapes, STEM,
-};
+use artifact_upload_handler_fuzz::{bzip2_compress, check_package, conda_container, escapes, STEM};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|tar: &[u8]| {

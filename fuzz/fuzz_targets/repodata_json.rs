@@ -70,9 +70,8 @@ fn check_written(value: &Value) {
     let indented = to_python_json(value, JsonStyle::Indented);
     for bytes in [&compact, &indented] {
         assert!(bytes.is_ascii(), "non-ASCII output");
-        let back = parse(bytes).unwrap_or_else(|e| {
-            panic!("invalid JSON ({e}): {}", String::from_utf8_lossy(bytes))
-        });
+        let back = parse(bytes)
+            .unwrap_or_else(|e| panic!("invalid JSON ({e}): {}", String::from_utf8_lossy(bytes)));
         assert!(same(value, &back), "round trip changed the value");
     }
     assert_eq!(indented.last(), Some(&b'\n'));
@@ -103,7 +102,10 @@ fn check_record(bytes: &[u8]) {
         assert!(record.is_ascii(), "non-ASCII record");
         let written = parse(record.as_bytes())
             .unwrap_or_else(|e| panic!("record is not JSON ({e}): {record}"));
-        assert_eq!(record.as_bytes(), to_python_json(&written, JsonStyle::Compact));
+        assert_eq!(
+            record.as_bytes(),
+            to_python_json(&written, JsonStyle::Compact)
+        );
         let source = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
         let Ok(Value::Object(mut expected)) = parse(source) else {
             panic!("build_record accepted input that is not a JSON object");
@@ -158,8 +160,9 @@ impl Json {
             Json::FloatText(mantissa, exponent) => {
                 let text = format!("{mantissa}e{exponent}");
                 match text.parse::<f64>() {
-                    Ok(f) if f.is_finite() => serde_json::from_str::<Number>(&text)
-                        .map_or(Value::Null, Value::Number),
+                    Ok(f) if f.is_finite() => {
+                        serde_json::from_str::<Number>(&text).map_or(Value::Null, Value::Number)
+                    }
                     _ => Value::Null,
                 }
             }

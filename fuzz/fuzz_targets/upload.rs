@@ -372,7 +372,10 @@ fuzz_target!(|input: Input| {
         assert!(
             before == after,
             "{status} but the channel changed: {:?}",
-            after.keys().filter(|k| before.get(*k) != after.get(*k)).collect::<Vec<_>>()
+            after
+                .keys()
+                .filter(|k| before.get(*k) != after.get(*k))
+                .collect::<Vec<_>>()
         );
     }
 });

@@ -30,7 +30,10 @@ pub fn check_package(bytes: &[u8], file_name: &str) -> Result<(), PackageError> 
             Ok(info) => info,
             Err(err) => panic!("accepted for upload but not indexable: {err}"),
         };
-        assert_eq!(info.members.index_json, members.index_json, "index.json differs");
+        assert_eq!(
+            info.members.index_json, members.index_json,
+            "index.json differs"
+        );
         if file_name.ends_with(".conda") {
             assert_eq!(
                 info.members.run_exports_json, members.run_exports_json,
@@ -52,8 +55,7 @@ pub fn bzip2_compress(data: &[u8]) -> Vec<u8> {
 /// zstd-compressed, in a stored ZIP (as conda writes them).
 pub fn conda_container(info_tar: &[u8], pkg_tar: &[u8]) -> Vec<u8> {
     use zip::write::SimpleFileOptions;
-    let options =
-        SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let options = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
     let members: [(String, Vec<u8>); 3] = [
         (
