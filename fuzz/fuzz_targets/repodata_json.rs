@@ -9,7 +9,7 @@
 //! the two styles differ only in whitespace.
 #![no_main]
 
-use arbitrary::{Arbitrary, Unstructured};
+use arbitrary::Unstructured;
 use artifact_upload_handler::package::Digests;
 use artifact_upload_handler::repodata::{
     build_record, normalise_run_exports, to_python_json, JsonStyle, STRIPPED_KEYS,
@@ -126,61 +126,64 @@ fn check_record(bytes: &[u8]) {
     }
 }
 
-/// A JSON value shaped by the fuzzer: every kind of number, any string.
-#[derive(Arbitrary, Debug)]
-enum Json {
-    Null,
-    Bool(bool),
-    Int(i64),
-    UInt(u64),
-    Float(f64),
-    /// An integer of any size, from these digits.
-    BigInt(bool, Vec<u8>),
-    /// A decimal text parsed as a float (`1e-400`, `0.1`, ...).
-    FloatText(u64, i16),
-    String(String),
-    Array(Vec<Json>),
-    Object(Vec<(String, Json)>),
-}
+/// Deepest nesting built (records are refused past 400 levels, and the
+/// harness's own recursion must not run out of stack first).
+const MAX_BUILD_DEPTH: u32 = 64;
 
-impl Json {
-    fn value(&self) -> Value {
-        match self {
-            Json::Null => Value::Null,
-            Json::Bool(b) => Value::Bool(*b),
-            Json::Int(n) => Value::from(*n),
-            Json::UInt(n) => Value::from(*n),
-            Json::Float(f) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
-            Json::BigInt(negative, digits) => {
-                let digits: String = digits.iter().map(|d| char::from(b'0' + d % 10)).collect();
-                let digits = digits.trim_start_matches('0');
-                let text = format!("{}{}", if *negative { "-" } else { "" }, digits);
-                serde_json::from_str::<Number>(&text).map_or(Value::Null, Value::Number)
-            }
-            Json::FloatText(mantissa, exponent) => {
-                let text = format!("{mantissa}e{exponent}");
-                match text.parse::<f64>() {
-                    Ok(f) if f.is_finite() => {
-                        serde_json::from_str::<Number>(&text).map_or(Value::Null, Value::Number)
-                    }
-                    _ => Value::Null,
-                }
-            }
-            Json::String(s) => Value::String(s.clone()),
-            Json::Array(items) => Value::Array(items.iter().map(Json::value).collect()),
-            Json::Object(entries) => Value::Object(
-                entries
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.value()))
-                    .collect::<Map<_, _>>(),
-            ),
+/// A JSON value shaped by the fuzzer: every kind of number (integers of
+/// any size, decimal texts down to `1e-400`), any string, nested
+/// containers.
+fn json(u: &mut Unstructured<'_>, depth: u32) -> arbitrary::Result<Value> {
+    let kinds = if depth < MAX_BUILD_DEPTH { 9 } else { 7 };
+    Ok(match u.int_in_range(0..=kinds)? {
+        0 => Value::Null,
+        1 => Value::Bool(u.arbitrary()?),
+        2 => Value::from(u.arbitrary::<i64>()?),
+        3 => Value::from(u.arbitrary::<u64>()?),
+        4 => Number::from_f64(u.arbitrary()?).map_or(Value::Null, Value::Number),
+        5 => {
+            let negative: bool = u.arbitrary()?;
+            let digits: Vec<u8> = u.arbitrary()?;
+            let digits: String = digits.iter().map(|d| char::from(b'0' + d % 10)).collect();
+            let text = format!(
+                "{}{}",
+                if negative { "-" } else { "" },
+                digits.trim_start_matches('0')
+            );
+            serde_json::from_str::<Number>(&text).map_or(Value::Null, Value::Number)
         }
-    }
+        6 => {
+            let (mantissa, exponent): (u64, i16) = u.arbitrary()?;
+            let text = format!("{mantissa}e{exponent}");
+            match text.parse::<f64>() {
+                Ok(f) if f.is_finite() => {
+                    serde_json::from_str::<Number>(&text).map_or(Value::Null, Value::Number)
+                }
+                _ => Value::Null,
+            }
+        }
+        7 => Value::String(u.arbitrary()?),
+        8 => {
+            let mut items = Vec::new();
+            while items.len() < 16 && u.arbitrary::<bool>()? {
+                items.push(json(u, depth + 1)?);
+            }
+            Value::Array(items)
+        }
+        _ => {
+            let mut map = Map::new();
+            while map.len() < 16 && u.arbitrary::<bool>()? {
+                let key: String = u.arbitrary()?;
+                map.insert(key, json(u, depth + 1)?);
+            }
+            Value::Object(map)
+        }
+    })
 }
 
 fuzz_target!(|data: &[u8]| {
     check_record(data);
-    if let Ok(json) = Json::arbitrary_take_rest(Unstructured::new(data)) {
-        check_written(&json.value());
+    if let Ok(value) = json(&mut Unstructured::new(data), 0) {
+        check_written(&value);
     }
 });
