@@ -112,11 +112,12 @@ impl BlockDecoder {
             }
             if i < MAX_SELECTORS {
                 // Move-to-front: entry `j` becomes the first.
-                let Some(moved) = group_mtf.get_mut(..=j) else {
+                let Some(&v) = group_mtf.get(j) else {
                     return Err(invalid("invalid selector"));
                 };
-                moved.rotate_right(1);
-                self.selectors.extend(moved.first());
+                group_mtf.copy_within(0..j, 1);
+                group_mtf[0] = v;
+                self.selectors.push(v);
             }
         }
 
