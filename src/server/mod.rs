@@ -11,6 +11,21 @@
 //! listener and shutdown signal as parameters, so tests start it on port 0
 //! and stop it cleanly.
 
+// Input reaches this code: it must fail with an error, never panic.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
 pub mod access_log;
 pub mod auth;
 pub mod error;
