@@ -199,6 +199,7 @@ fn bench_index_channel(c: &mut Criterion) {
         subdirs: CHANNEL_SUBDIRS.iter().map(|s| (*s).to_owned()).collect(),
         payload_bytes: CHANNEL_PAYLOAD_BYTES,
         conda_fraction: 0.5,
+        ..ChannelSpec::default()
     };
     let files = generate_channel(dir.path(), &spec).expect("generate channel");
     let total: u64 = files

@@ -130,6 +130,7 @@ fn channel_has_distinct_files_over_all_subdirs() {
         subdirs: vec!["linux-64".into(), "osx-arm64".into(), "noarch".into()],
         payload_bytes: 512,
         conda_fraction: 0.5,
+        ..ChannelSpec::default()
     };
     let paths = generate_channel(dir.path(), &spec).unwrap();
     assert_eq!(paths.len(), 20);
