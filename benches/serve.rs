@@ -57,7 +57,7 @@ struct Upload {
 fn uploads(prefix: &str, count: usize) -> Vec<Upload> {
     (0..count)
         .map(|i| {
-            let format = if i % 2 == 0 {
+            let format = if i.is_multiple_of(2) {
                 Format::Conda
             } else {
                 Format::TarBz2

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::cache::{self, CacheEntry, Outcome};
 use super::{index_subdirs, outputs, IndexError, IndexOptions, IndexSummary};
@@ -169,6 +169,7 @@ impl LiveIndex {
         if *written >= version {
             return Ok(()); // another upload's write covered ours
         }
+        let started = Instant::now();
         let (subdir, json, run_exports, snapshot) = {
             let state = lock(&slot.state);
             let repodata = &state.repodata;
@@ -193,6 +194,12 @@ impl LiveIndex {
             undo();
             return Err(err);
         }
+        tracing::debug!(
+            "{subdir}: {} updates written in {:.0} ms ({} bytes of repodata.json)",
+            snapshot - *written,
+            started.elapsed().as_secs_f64() * 1000.0,
+            json.len()
+        );
         *written = snapshot;
         self.caches.mark(slot);
         Ok(())
