@@ -9,7 +9,8 @@
 #
 # Workloads (WORKLOAD, each a set of defaults for the variables below):
 #   small  2286 packages, --payload-bytes 150000 (~90 KB files), 4 subdirs, RUNS=3
-#   big    20 packages, --sizes 100M-200M, subdirs linux-64 noarch, RUNS=2
+#   big    20 packages, --sizes 100M-200M, subdirs linux-64 noarch, RUNS=2,
+#          TOOLS="ours rattler" (conda-index takes over 5 min per cold run here)
 #   100k   100000 packages, --sizes tiny, 4 subdirs, RUNS=3, TOOLS="ours rattler"
 #          (conda-index takes ~5 min cold here; add it with TOOLS)
 #
@@ -53,7 +54,7 @@ case $WORKLOAD in
     small) ;;
     big)
         PACKAGES=${PACKAGES:-20} SIZES=${SIZES:-100M-200M}
-        SUBDIRS=${SUBDIRS:-linux-64 noarch} RUNS=${RUNS:-2}
+        SUBDIRS=${SUBDIRS:-linux-64 noarch} RUNS=${RUNS:-2} TOOLS=${TOOLS:-ours rattler}
         WORK=${WORK:-$root/target/bench-compare-big} ;;
     100k)
         PACKAGES=${PACKAGES:-100000} SIZES=${SIZES:-tiny} TOOLS=${TOOLS:-ours rattler}
@@ -155,7 +156,7 @@ available() {
     esac
 }
 
-declare -A COLD NOCHANGE PEAK TREE STATUS
+declare -A COLD NOCHANGE PEAK TREE CPU STATUS
 # Sum of the RSS of process $1 and all its descendants, in KiB.
 tree_rss_kb() {
     ps -e -o pid=,ppid=,rss= | awk -v root="$1" '
@@ -192,8 +193,9 @@ cold_once() {
     TREE[$tool]=$((peak / 1024))
     if [ "$HAVE_GNU_TIME" = 1 ]; then
         PEAK[$tool]=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2 / 1024}' "$WORK/$tool.rss")
+        CPU[$tool]=$(awk -F': ' '/(User|System) time/ {t += $2} END {printf "%.1f", t}' "$WORK/$tool.rss")
     else
-        PEAK[$tool]=n/a
+        PEAK[$tool]=n/a CPU[$tool]=n/a
     fi
     if [ "$rc" = 0 ]; then
         STATUS[$tool]=ok
@@ -290,6 +292,7 @@ median_seconds() {
     fi
 }
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for tool in ours rattler conda_index; do
     [ "${STATUS[$tool]}" = ok ] || continue
     say "${NAME[$tool]}: cold ($RUNS runs)"
@@ -306,7 +309,7 @@ echo "our no-change run read ${NOCHANGE_READ:-?} packages"
 # ---------------------------------------------------------------- table
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "n/a" }'; }
 say "results: $PACKAGES packages, $(du -sh "$WORK/channel" | cut -f1), $(nproc) cores, median of $RUNS runs ($([ "$HAVE_HYPERFINE" = 1 ] && echo hyperfine || echo bash time))"
-printf '%-24s %10s %13s %9s %9s %12s %16s\n' tool "cold s" "no-change s" "peak MB" "tree MB" "cold ratio" "no-change ratio"
+printf '%-24s %10s %13s %9s %9s %9s %12s %16s\n' tool "cold s" "no-change s" "cold CPU s" "peak MB" "tree MB" "cold ratio" "no-change ratio"
 for tool in ours rattler conda_index; do
     if [ "${STATUS[$tool]}" != ok ]; then
         printf '%-24s %s\n' "${NAME[$tool]}" "${STATUS[$tool]}"
@@ -318,10 +321,12 @@ for tool in ours rattler conda_index; do
         rc=$(ratio "${COLD[$tool]}" "${COLD[ours]}")
         rn=$(ratio "${NOCHANGE[$tool]}" "${NOCHANGE[ours]}")
     fi
-    printf '%-24s %10.3f %13.3f %9s %9s %12s %16s\n' "${NAME[$tool]}" \
-        "${COLD[$tool]}" "${NOCHANGE[$tool]}" "${PEAK[$tool]}" "${TREE[$tool]}" "$rc" "$rn"
+    printf '%-24s %10.3f %13.3f %9s %9s %9s %12s %16s\n' "${NAME[$tool]}" \
+        "${COLD[$tool]}" "${NOCHANGE[$tool]}" "${CPU[$tool]}" "${PEAK[$tool]}" "${TREE[$tool]}" "$rc" "$rn"
 done
-echo "(our no-change run read ${NOCHANGE_READ:-?} packages; peak MB: largest single process of one cold run, /usr/bin/time -v; tree MB: all its processes"
+echo "(load average before the timed runs: $LOAD_BEFORE; now: $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "(our no-change run read ${NOCHANGE_READ:-?} packages; cold CPU s: user + system time of the"
+echo " /usr/bin/time run, main process and waited-for children; peak MB: largest single process of one cold run, /usr/bin/time -v; tree MB: all its processes"
 echo " together, sampled every 50 ms, including the sh and time wrappers, ~3 MB;"
 echo " ratios: peer time / our time, above 1 means we are faster)"
 if [ "$OUTPUT_DIFF" = 1 ]; then

@@ -9,7 +9,9 @@
 //!    only sends once repodata.json and repodata.json.zst list the package
 //!    durably. Median, p90, p99, max.
 //! 3. Throughput: 1,000 distinct packages uploaded by 32 concurrent
-//!    clients; uploads per second over the whole run.
+//!    clients; uploads per second over the whole run. Twice: into `noarch`
+//!    (new, so it grows from 0 to 1,000 packages) and into the
+//!    100,000-package `linux-64`, where every metadata write is 34 MB.
 //! 4. Checks: every upload answered 201, every uploaded package is listed
 //!    in repodata.json afterwards, and repodata.json.zst decompresses to
 //!    exactly repodata.json.
@@ -40,6 +42,7 @@ use artifact_upload_handler::token::Token;
 
 const BIN: &str = env!("CARGO_BIN_EXE_artifact-upload-handler");
 const SUBDIR: &str = "linux-64";
+const SMALL_SUBDIR: &str = "noarch";
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -54,7 +57,7 @@ struct Upload {
 }
 
 /// `count` distinct small packages named `<prefix>NNNNN`, both formats.
-fn uploads(prefix: &str, count: usize) -> Vec<Upload> {
+fn uploads(prefix: &str, subdir: &str, count: usize) -> Vec<Upload> {
     (0..count)
         .map(|i| {
             let format = if i.is_multiple_of(2) {
@@ -66,7 +69,7 @@ fn uploads(prefix: &str, count: usize) -> Vec<Upload> {
                 format!("{prefix}{i:05}"),
                 "1.0.0",
                 "h0123abcd_0",
-                SUBDIR,
+                subdir,
                 format,
             );
             spec.payload_bytes = 2000;
@@ -170,10 +173,10 @@ fn summary(label: &str, mut times: Vec<Duration>) {
     );
 }
 
-/// The file names repodata.json lists, after checking that
+/// The file names a subdir's repodata.json lists, after checking that
 /// repodata.json.zst holds exactly the same bytes.
-fn listed(channel: &Path) -> BTreeSet<String> {
-    let dir = channel.join(SUBDIR);
+fn listed(channel: &Path, subdir: &str) -> BTreeSet<String> {
+    let dir = channel.join(subdir);
     let json = fs::read(dir.join("repodata.json")).unwrap();
     let zst = zstd::decode_all(fs::File::open(dir.join("repodata.json.zst")).unwrap()).unwrap();
     assert!(
@@ -216,8 +219,9 @@ fn main() {
         "generated {packages} tiny packages in {SUBDIR} in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let latency_set = uploads("latency", latency_uploads);
-    let throughput_set = uploads("load", throughput_uploads);
+    let latency_set = uploads("latency", SUBDIR, latency_uploads);
+    let small_set = Arc::new(uploads("small", SMALL_SUBDIR, throughput_uploads));
+    let big_set = Arc::new(uploads("load", SUBDIR, throughput_uploads));
 
     let token = Token::generate();
     let token_hash = token.hash().to_string();
@@ -258,58 +262,74 @@ fn main() {
 
     // Throughput: `clients` clients, each uploading the next package as
     // soon as its previous one is answered.
-    let next = Arc::new(AtomicUsize::new(0));
-    let results = Arc::new(Mutex::new(Vec::new()));
-    let set = Arc::new(throughput_set);
-    let started = Instant::now();
-    runtime.block_on(async {
-        let tasks: Vec<_> = (0..clients)
-            .map(|_| {
-                let (next, results, set) = (next.clone(), results.clone(), set.clone());
-                let (client, url, token) = (client.clone(), server.url.clone(), token.clone());
-                tokio::spawn(async move {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(package) = set.get(i) else { break };
-                        let result = upload(&client, &url, &token, package).await;
-                        results.lock().unwrap().push((i, result));
-                    }
+    let throughput = |set: &Arc<Vec<Upload>>, into: &str| {
+        let next = Arc::new(AtomicUsize::new(0));
+        let results = Arc::new(Mutex::new(Vec::new()));
+        let started = Instant::now();
+        runtime.block_on(async {
+            let tasks: Vec<_> = (0..clients)
+                .map(|_| {
+                    let (next, results, set) = (next.clone(), results.clone(), set.clone());
+                    let (client, url, token) = (client.clone(), server.url.clone(), token.clone());
+                    tokio::spawn(async move {
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(package) = set.get(i) else { break };
+                            let result = upload(&client, &url, &token, package).await;
+                            results.lock().unwrap().push((i, result));
+                        }
+                    })
                 })
-            })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+        let elapsed = started.elapsed();
+        let results = std::mem::take(&mut *results.lock().unwrap());
+        let failed: Vec<usize> = results
+            .iter()
+            .filter(|(_, (_, status))| *status != 201)
+            .map(|(i, _)| *i)
             .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
-    });
-    let elapsed = started.elapsed();
-    let results = std::mem::take(&mut *results.lock().unwrap());
-    let failed: Vec<_> = results.iter().filter(|(_, (_, s))| *s != 201).collect();
-    println!(
-        "{} uploads from {clients} concurrent clients: {:.2} s, {:.0} uploads/s, {} not 201",
-        set.len(),
-        elapsed.as_secs_f64(),
-        set.len() as f64 / elapsed.as_secs_f64(),
-        failed.len()
-    );
-    summary(
-        &format!("  latency under load ({clients} clients)"),
-        results.iter().map(|(_, (t, _))| *t).collect(),
-    );
+        println!(
+            "{} uploads into {into} from {clients} concurrent clients: {:.2} s, {:.0} uploads/s, {} not 201",
+            set.len(),
+            elapsed.as_secs_f64(),
+            set.len() as f64 / elapsed.as_secs_f64(),
+            failed.len()
+        );
+        summary(
+            "  latency under load",
+            results.iter().map(|(_, (time, _))| *time).collect(),
+        );
+        failed
+    };
+    let small_failed = throughput(&small_set, &format!("{SMALL_SUBDIR} (new)"));
+    let big_failed = throughput(&big_set, &format!("{SUBDIR} ({packages} packages)"));
     server.stop();
 
-    let listed = listed(&channel);
-    let missing: Vec<_> = latency_set
-        .iter()
-        .chain(set.iter())
-        .filter(|p| !listed.contains(&p.file_name))
-        .map(|p| p.file_name.as_str())
-        .collect();
-    println!(
-        "listed after the run: {} packages; uploaded but not listed: {}; repodata.json.zst matches",
-        listed.len(),
-        missing.len()
+    let check = |subdir: &str, sets: &[&[Upload]], before: usize| {
+        let listed = listed(&channel, subdir);
+        let missing: Vec<&str> = sets
+            .iter()
+            .flat_map(|set| set.iter())
+            .filter(|p| !listed.contains(&p.file_name))
+            .map(|p| p.file_name.as_str())
+            .collect();
+        println!(
+            "{subdir}: {} packages listed after the run; uploaded but not listed: {}; repodata.json.zst matches",
+            listed.len(),
+            missing.len()
+        );
+        assert!(missing.is_empty(), "lost uploads: {missing:?}");
+        let uploaded: usize = sets.iter().map(|set| set.len()).sum();
+        assert_eq!(listed.len(), before + uploaded);
+    };
+    check(SMALL_SUBDIR, &[&small_set], 0);
+    check(SUBDIR, &[&latency_set, &big_set], packages);
+    assert!(
+        small_failed.is_empty() && big_failed.is_empty(),
+        "uploads not answered 201: {small_failed:?} {big_failed:?}"
     );
-    assert!(failed.is_empty(), "uploads not answered 201: {failed:?}");
-    assert!(missing.is_empty(), "lost uploads: {missing:?}");
-    assert_eq!(listed.len(), packages + latency_set.len() + set.len());
 }
