@@ -4,7 +4,7 @@
 # Usage (from any directory):
 #   benches/compare.sh                              # 2,286 packages of ~90 KB, ~2 min
 #   PACKAGES=300 RUNS=2 benches/compare.sh          # quick check
-#   WORKLOAD=big benches/compare.sh                 # 20 packages of 100-200 MB, ~10 min
+#   WORKLOAD=big benches/compare.sh                 # 20 packages of 100-200 MB, ~15 min
 #   WORKLOAD=100k benches/compare.sh                # 100,000 tiny packages, ~5 min
 #
 # Workloads (WORKLOAD, each a set of defaults for the variables below):

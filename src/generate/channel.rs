@@ -102,7 +102,7 @@ pub fn generate_channel(root: &Path, spec: &ChannelSpec) -> Result<Vec<PathBuf>,
 }
 
 /// The `index`-th package of the channel, varied by the channel's RNG.
-fn package_spec(
+pub(super) fn package_spec(
     index: usize,
     subdir: &str,
     spec: &ChannelSpec,
