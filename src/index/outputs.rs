@@ -185,7 +185,10 @@ pub(crate) fn write_subdir_live(
     for compression in [Compression::Bz2, Compression::Zst(0)] {
         let ext = compression.extension();
         if !wanted.iter().any(|w| w.extension() == ext) {
-            for name in REPODATA.iter().chain(run_exports.map(|_| &"run_exports.json")) {
+            for name in REPODATA
+                .iter()
+                .chain(run_exports.map(|_| &"run_exports.json"))
+            {
                 storage.remove(&format!("{subdir}/{name}{ext}"))?;
             }
         }
