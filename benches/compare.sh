@@ -2,17 +2,31 @@
 # End-to-end comparison of our indexer with its peers on one generated channel.
 #
 # Usage (from any directory):
-#   benches/compare.sh
+#   benches/compare.sh                              # 2,286 packages of ~90 KB, ~2 min
 #   PACKAGES=300 RUNS=2 benches/compare.sh          # quick check
+#   WORKLOAD=big benches/compare.sh                 # 20 packages of 100-200 MB, ~15 min
+#   WORKLOAD=100k benches/compare.sh                # 100,000 tiny packages, ~5 min
 #
-# Environment (defaults in brackets):
+# Workloads (WORKLOAD, each a set of defaults for the variables below):
+#   small  2286 packages, --payload-bytes 150000 (~90 KB files), 4 subdirs, RUNS=3
+#   big    20 packages, --sizes 100M-200M, subdirs linux-64 noarch, RUNS=2,
+#          TOOLS="ours rattler" (conda-index takes over 5 min per cold run here)
+#   100k   100000 packages, --sizes tiny, 4 subdirs, RUNS=3, TOOLS="ours rattler"
+#          (conda-index takes ~5 min cold here; add it with TOOLS)
+#
+# Environment (defaults for WORKLOAD=small in brackets):
 #   PACKAGES         packages in the channel                      [2286]
 #   PAYLOAD_BYTES    mean payload per package (~61% on disk)      [150000]
+#   SIZES            generate --sizes: uniform (around PAYLOAD_BYTES),
+#                    realistic, tiny, or a file size range MIN-MAX [uniform]
 #   SUBDIRS          subdirs, space separated        [noarch linux-64 osx-64 win-64]
 #   CONDA_FRACTION   share of .conda packages                     [0.5]
 #   SEED             generator seed                               [0]
 #   RUNS             timed runs per measurement                   [3]
-#   WORK             scratch dir (deleted and remade)   [target/bench-compare]
+#   TOOLS            which of: ours rattler conda_index  [all three]
+#   WORK             scratch dir (remade)  [target/bench-compare, -big, -100k]
+#   REUSE            set to keep WORK/channel when it was made with the same
+#                    parameters (the big channel takes minutes to generate)
 #   MAX_PARALLEL     rattler-index --max-parallel                 [nproc]
 #   RATTLER_INDEX    rattler-index binary    [rattler-index on PATH or ~/.cargo/bin]
 #   CONDA_INDEX      conda-index oracle script [../shared/tools/conda-index-oracle/conda-index]
@@ -20,8 +34,8 @@
 #   ORACLE_VENV      venv with conda-index 0.13.0; made with the oracle's
 #                    setup.sh under target/oracle-venv when unset
 #
-# What it does: builds ours in release, generates ONE channel, copies it once
-# per tool, checks that our repodata.json is byte-identical to conda-index's
+# What it does: builds ours in release, generates ONE channel, hard-links it
+# once per tool (every tool reads the very same files), checks that our repodata.json is byte-identical to conda-index's
 # for every subdir, then times for each tool a COLD index (its caches and
 # outputs deleted before every run) and a NO-CHANGE re-run, with hyperfine
 # (installed with apt when missing and root) or, failing that, bash `time`
@@ -35,12 +49,26 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 cd "$root"
 
+WORKLOAD=${WORKLOAD:-small}
+case $WORKLOAD in
+    small) ;;
+    big)
+        PACKAGES=${PACKAGES:-20} SIZES=${SIZES:-100M-200M}
+        SUBDIRS=${SUBDIRS:-linux-64 noarch} RUNS=${RUNS:-2} TOOLS=${TOOLS:-ours rattler}
+        WORK=${WORK:-$root/target/bench-compare-big} ;;
+    100k)
+        PACKAGES=${PACKAGES:-100000} SIZES=${SIZES:-tiny} TOOLS=${TOOLS:-ours rattler}
+        WORK=${WORK:-$root/target/bench-compare-100k} ;;
+    *) echo "WORKLOAD must be small, big or 100k" >&2; exit 2 ;;
+esac
 PACKAGES=${PACKAGES:-2286}
 PAYLOAD_BYTES=${PAYLOAD_BYTES:-150000}
+SIZES=${SIZES:-uniform}
 SUBDIRS=${SUBDIRS:-noarch linux-64 osx-64 win-64}
 CONDA_FRACTION=${CONDA_FRACTION:-0.5}
 SEED=${SEED:-0}
 RUNS=${RUNS:-3}
+TOOLS=${TOOLS:-ours rattler conda_index}
 WORK=${WORK:-$root/target/bench-compare}
 MAX_PARALLEL=${MAX_PARALLEL:-$(nproc)}
 if [ -z "${RATTLER_INDEX:-}" ]; then
@@ -79,16 +107,25 @@ if [ -x "$CONDA_INDEX" ]; then
 fi
 
 # ---------------------------------------------------------------- channel
-say "generating $PACKAGES packages (payload $PAYLOAD_BYTES B, subdirs: $SUBDIRS, seed $SEED)"
-rm -rf "$WORK"
-mkdir -p "$WORK"
-subdir_args=()
-for s in $SUBDIRS; do subdir_args+=(--subdir "$s"); done
-"$OURS" generate "$WORK/channel" --packages "$PACKAGES" --payload-bytes "$PAYLOAD_BYTES" \
-    "${subdir_args[@]}" --conda-fraction "$CONDA_FRACTION" --seed "$SEED"
+say "generating $PACKAGES packages (sizes $SIZES, payload $PAYLOAD_BYTES B, subdirs: $SUBDIRS, seed $SEED)"
+params="$PACKAGES $PAYLOAD_BYTES $SIZES $SUBDIRS $CONDA_FRACTION $SEED"
+if [ -n "${REUSE:-}" ] && [ "$(cat "$WORK/channel.params" 2>/dev/null)" = "$params" ]; then
+    echo "reusing $WORK/channel"
+    rm -rf "$WORK/ours" "$WORK/rattler" "$WORK/conda_index"
+else
+    rm -rf "$WORK"
+    mkdir -p "$WORK"
+    subdir_args=()
+    for s in $SUBDIRS; do subdir_args+=(--subdir "$s"); done
+    "$OURS" generate "$WORK/channel" --packages "$PACKAGES" --payload-bytes "$PAYLOAD_BYTES" \
+        --sizes "$SIZES" "${subdir_args[@]}" --conda-fraction "$CONDA_FRACTION" --seed "$SEED"
+    echo "$params" >"$WORK/channel.params"
+fi
 echo "channel size: $(du -sh "$WORK/channel" | cut -f1)"
+# Hard links: every tool reads the same files (and the same cached pages);
+# none of them writes into a package.
 for tool in ours rattler conda_index; do
-    cp -r "$WORK/channel" "$WORK/$tool"
+    cp -al "$WORK/channel" "$WORK/$tool"
 done
 printf '[index-config]\nwrite-zst = false\nwrite-shards = false\n' >"$WORK/plain.toml"
 
@@ -109,7 +146,9 @@ NAME[conda_index]=conda-index
 RUN[conda_index]="$(q "$CONDA_INDEX") $D_CI"
 CLEAN[conda_index]="rm -rf $D_CI/*/.cache $D_CI/*/repodata*.json* $D_CI/*/index.html $D_CI/*/run_exports.json* $D_CI/index.html $D_CI/channeldata.json $D_CI/.cache"
 
+selected() { [[ " $TOOLS " == *" $1 "* ]]; }
 available() {
+    [ "$1" = ours ] || selected "$1" || return 1
     case $1 in
         ours) return 0 ;;
         rattler) [ "$have_rattler" = 1 ] ;;
@@ -117,7 +156,7 @@ available() {
     esac
 }
 
-declare -A COLD NOCHANGE PEAK TREE STATUS
+declare -A COLD NOCHANGE PEAK TREE CPU STATUS
 # Sum of the RSS of process $1 and all its descendants, in KiB.
 tree_rss_kb() {
     ps -e -o pid=,ppid=,rss= | awk -v root="$1" '
@@ -154,8 +193,9 @@ cold_once() {
     TREE[$tool]=$((peak / 1024))
     if [ "$HAVE_GNU_TIME" = 1 ]; then
         PEAK[$tool]=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2 / 1024}' "$WORK/$tool.rss")
+        CPU[$tool]=$(awk -F': ' '/(User|System) time/ {t += $2} END {printf "%.1f", t}' "$WORK/$tool.rss")
     else
-        PEAK[$tool]=n/a
+        PEAK[$tool]=n/a CPU[$tool]=n/a
     fi
     if [ "$rc" = 0 ]; then
         STATUS[$tool]=ok
@@ -174,8 +214,12 @@ for tool in ours rattler conda_index; do
         echo "${NAME[$tool]}: ${RUN[$tool]}"
         cold_once "$tool"
     else
-        STATUS[$tool]="skipped: not installed"
-        echo "${NAME[$tool]}: skipped: not installed"
+        if selected "$tool" || [ "$tool" = ours ]; then
+            STATUS[$tool]="skipped: not installed"
+        else
+            STATUS[$tool]="skipped: not in TOOLS"
+        fi
+        echo "${NAME[$tool]}: ${STATUS[$tool]}"
     fi
 done
 
@@ -248,6 +292,7 @@ median_seconds() {
     fi
 }
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for tool in ours rattler conda_index; do
     [ "${STATUS[$tool]}" = ok ] || continue
     say "${NAME[$tool]}: cold ($RUNS runs)"
@@ -256,10 +301,15 @@ for tool in ours rattler conda_index; do
     NOCHANGE[$tool]=$(median_seconds "$tool" nochange)
 done
 
+# Our no-change run must open no package: its summary counts the packages
+# it read.
+NOCHANGE_READ=$("$OURS" index "$WORK/ours" 2>&1 | sed -n 's/.*packages in .* subdirs: \([0-9]*\) read.*/\1/p')
+echo "our no-change run read ${NOCHANGE_READ:-?} packages"
+
 # ---------------------------------------------------------------- table
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "n/a" }'; }
 say "results: $PACKAGES packages, $(du -sh "$WORK/channel" | cut -f1), $(nproc) cores, median of $RUNS runs ($([ "$HAVE_HYPERFINE" = 1 ] && echo hyperfine || echo bash time))"
-printf '%-24s %10s %13s %9s %9s %12s %16s\n' tool "cold s" "no-change s" "peak MB" "tree MB" "cold ratio" "no-change ratio"
+printf '%-24s %10s %13s %9s %9s %9s %12s %16s\n' tool "cold s" "no-change s" "cold CPU s" "peak MB" "tree MB" "cold ratio" "no-change ratio"
 for tool in ours rattler conda_index; do
     if [ "${STATUS[$tool]}" != ok ]; then
         printf '%-24s %s\n' "${NAME[$tool]}" "${STATUS[$tool]}"
@@ -271,10 +321,12 @@ for tool in ours rattler conda_index; do
         rc=$(ratio "${COLD[$tool]}" "${COLD[ours]}")
         rn=$(ratio "${NOCHANGE[$tool]}" "${NOCHANGE[ours]}")
     fi
-    printf '%-24s %10.3f %13.3f %9s %9s %12s %16s\n' "${NAME[$tool]}" \
-        "${COLD[$tool]}" "${NOCHANGE[$tool]}" "${PEAK[$tool]}" "${TREE[$tool]}" "$rc" "$rn"
+    printf '%-24s %10.3f %13.3f %9s %9s %9s %12s %16s\n' "${NAME[$tool]}" \
+        "${COLD[$tool]}" "${NOCHANGE[$tool]}" "${CPU[$tool]}" "${PEAK[$tool]}" "${TREE[$tool]}" "$rc" "$rn"
 done
-echo "(peak MB: largest single process of one cold run, /usr/bin/time -v; tree MB: all its processes"
+echo "(load average before the timed runs: $LOAD_BEFORE; now: $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "(our no-change run read ${NOCHANGE_READ:-?} packages; cold CPU s: user + system time of the"
+echo " /usr/bin/time run, main process and waited-for children; peak MB: largest single process of one cold run, /usr/bin/time -v; tree MB: all its processes"
 echo " together, sampled every 50 ms, including the sh and time wrappers, ~3 MB;"
 echo " ratios: peer time / our time, above 1 means we are faster)"
 if [ "$OUTPUT_DIFF" = 1 ]; then

@@ -11,6 +11,12 @@
 //! - `index_channel`: index a generated 500-package channel (4 subdirs, half
 //!   `.conda`) cold (no cache, no outputs) and with nothing changed (cache
 //!   hit for every package, outputs already up to date).
+//! - `incremental`: one update. `index_one_new_of_500`: an `index` run after
+//!   one package was added to the 500-package channel (one package read,
+//!   one subdir's outputs and cache rewritten). `live_add_into_100000`: the
+//!   server's [`LiveIndex::add`] of one package into a subdir of 100,000
+//!   (tiny generated packages), up to durable repodata.json and
+//!   repodata.json.zst (zstd level 1, serve's default).
 //!
 //! Run with `cargo bench --bench index` (add `-- --quick` for a fast pass, or
 //! a group name such as `-- index_channel` to run one group). The end-to-end
@@ -25,13 +31,13 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 use artifact_upload_handler::generate::{
-    generate_channel, write_package, ChannelSpec, Format, PackageSpec,
+    generate_channel, write_package, ChannelSpec, Format, PackageSpec, Sizes,
 };
-use artifact_upload_handler::index::{index_channel, IndexOptions};
+use artifact_upload_handler::index::{index_channel, index_package, IndexOptions, LiveIndex};
 use artifact_upload_handler::package::bz2::Bz2Decoder;
 use artifact_upload_handler::package::read_package_file;
 use artifact_upload_handler::repodata::{IndexedPackage, JsonStyle, SubdirRepodata};
-use artifact_upload_handler::storage::LocalFs;
+use artifact_upload_handler::storage::{LocalFs, Storage};
 
 /// The generator's payload compresses to about 61%, so this gives ~100 KB
 /// package files.
@@ -40,6 +46,7 @@ const REPODATA_RECORDS: usize = 100_000;
 const CHANNEL_PACKAGES: usize = 500;
 const CHANNEL_PAYLOAD_BYTES: usize = 100_000;
 const CHANNEL_SUBDIRS: [&str; 4] = ["noarch", "linux-64", "osx-64", "win-64"];
+const LIVE_PACKAGES: usize = 100_000;
 
 fn bench_bzip2_first_16k(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -199,6 +206,7 @@ fn bench_index_channel(c: &mut Criterion) {
         subdirs: CHANNEL_SUBDIRS.iter().map(|s| (*s).to_owned()).collect(),
         payload_bytes: CHANNEL_PAYLOAD_BYTES,
         conda_fraction: 0.5,
+        ..ChannelSpec::default()
     };
     let files = generate_channel(dir.path(), &spec).expect("generate channel");
     let total: u64 = files
@@ -241,11 +249,97 @@ fn bench_index_channel(c: &mut Criterion) {
     group.finish();
 }
 
+/// Writes the `n`-th extra package (distinct name) into `root/subdir`.
+fn extra_package(root: &Path, subdir: &str, n: usize) -> String {
+    let mut spec = PackageSpec::new(
+        format!("extra{n:06}"),
+        "1.0.0",
+        "h0123abcd_0",
+        subdir,
+        if n.is_multiple_of(2) {
+            Format::Conda
+        } else {
+            Format::TarBz2
+        },
+    );
+    spec.payload_bytes = 2000;
+    spec.seed = n as u64;
+    write_package(&spec, &root.join(subdir)).expect("write package");
+    spec.file_name()
+}
+
+fn bench_incremental(c: &mut Criterion) {
+    let mut group = c.benchmark_group("incremental");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(15));
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = ChannelSpec {
+        packages: CHANNEL_PACKAGES,
+        subdirs: CHANNEL_SUBDIRS.iter().map(|s| (*s).to_owned()).collect(),
+        payload_bytes: CHANNEL_PAYLOAD_BYTES,
+        ..ChannelSpec::default()
+    };
+    generate_channel(dir.path(), &spec).expect("generate channel");
+    let storage = LocalFs::new(dir.path());
+    let options = IndexOptions::default();
+    index_channel(&storage, &options).expect("index");
+    let mut n = 0;
+    group.bench_function(format!("index_one_new_of_{CHANNEL_PACKAGES}"), |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                extra_package(dir.path(), "linux-64", n)
+            },
+            |_| {
+                let summary = index_channel(&storage, &options).expect("index");
+                assert_eq!(summary.read, 1);
+                summary
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = ChannelSpec {
+        packages: LIVE_PACKAGES,
+        subdirs: vec!["linux-64".to_owned()],
+        sizes: Sizes::Tiny,
+        ..ChannelSpec::default()
+    };
+    generate_channel(dir.path(), &spec).expect("generate channel");
+    let options = IndexOptions {
+        zst: true,
+        zstd_level: 1,
+        ..IndexOptions::default()
+    };
+    let (live, _) = LiveIndex::open(LocalFs::new(dir.path()), options).expect("open");
+    let storage = LocalFs::new(dir.path());
+    let mut n = 0;
+    group.bench_function(format!("live_add_into_{LIVE_PACKAGES}"), |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                let name = extra_package(dir.path(), "linux-64", n);
+                let path = format!("linux-64/{name}");
+                let stat = storage.stat(&path).expect("stat").expect("placed");
+                let file = storage.open(&path).expect("open");
+                let package = index_package(file, &name).expect("index package");
+                (stat, package)
+            },
+            |(stat, package)| live.add("linux-64", stat, package).expect("add"),
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_bzip2_first_16k,
     bench_read_package,
     bench_repodata_json,
-    bench_index_channel
+    bench_index_channel,
+    bench_incremental
 );
 criterion_main!(benches);

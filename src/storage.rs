@@ -131,6 +131,73 @@ pub fn is_plain_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
 }
 
+impl LocalFs {
+    /// Writes `bytes` to a new durable temporary file in `dir`, to be given
+    /// its final name(s) with [`StagedFile::install`]. Separating the two
+    /// lets a caller write several files (in parallel) before any is
+    /// renamed into place.
+    pub fn stage(&self, dir: &str, bytes: &[u8]) -> io::Result<StagedFile> {
+        let dir = self.resolve(dir)?;
+        let mut temp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(&dir)?;
+        temp.write_all(bytes)?;
+        set_public_read(temp.as_file())?;
+        temp.as_file().sync_all()?;
+        Ok(StagedFile {
+            dir,
+            temp: temp.into_temp_path(),
+        })
+    }
+
+    /// Makes every rename into `dir` done so far durable.
+    pub fn sync_dir(&self, dir: &str) -> io::Result<()> {
+        File::open(self.resolve(dir)?)?.sync_all()
+    }
+}
+
+/// A durable temporary file from [`LocalFs::stage`]; removed if dropped
+/// before it is installed.
+#[derive(Debug)]
+pub struct StagedFile {
+    dir: PathBuf,
+    temp: tempfile::TempPath,
+}
+
+impl StagedFile {
+    /// Atomically replaces each of `names` (files in the staging
+    /// directory, in this order) with the staged content. All but the last
+    /// get a hard link, so identical files are written to disk once. The
+    /// renames are durable only after [`LocalFs::sync_dir`].
+    pub fn install(self, names: &[&str]) -> io::Result<()> {
+        let Some((last, others)) = names.split_last() else {
+            return Ok(());
+        };
+        for name in others {
+            let target = self.target(name)?;
+            let link = tempfile::Builder::new()
+                .prefix(TEMP_PREFIX)
+                .make_in(&self.dir, |path| fs::hard_link(&self.temp, path))?;
+            link.into_temp_path()
+                .persist(&target)
+                .map_err(|err| err.error)?;
+        }
+        let target = self.target(last)?;
+        self.temp.persist(&target).map_err(|err| err.error)?;
+        Ok(())
+    }
+
+    fn target(&self, name: &str) -> io::Result<PathBuf> {
+        if !is_plain_name(name) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unsafe file name {name:?}"),
+            ));
+        }
+        Ok(self.dir.join(name))
+    }
+}
+
 impl Storage for LocalFs {
     fn list(&self, dir: &str) -> io::Result<Vec<FileStat>> {
         let mut entries = Vec::new();

@@ -25,6 +25,11 @@ use crate::token::{Token, TokenHash};
 /// served: dot directories are not channel content).
 const TLS_DIR: &str = ".auh-tls";
 
+/// Fast enough to recompress a large subdir's repodata.json on every
+/// upload on a busy machine (on generated repodata, level 3 took twice as
+/// long and was not smaller).
+const SERVE_ZSTD_LEVEL: i32 = 1;
+
 /// Run the upload server (HTTPS): clients POST packages with a token; each
 /// is validated, placed in the channel and listed in repodata.json before
 /// the upload is answered.
@@ -110,6 +115,13 @@ pub struct ServeArgs {
     /// Do not write repodata.json.zst (CEP 36 clients ask for it first).
     #[arg(long)]
     no_zst: bool,
+    /// zstd level of repodata.json.zst. Every upload recompresses the whole
+    /// file, so the default favours speed: level 1 compresses the 34 MB
+    /// repodata.json of 100,000 packages in about 0.06 s, 3 in 0.11 s, 16
+    /// (conda-index's, and `index --zst`'s) in 15 s.
+    #[arg(long, env = "AUH_ZSTD_LEVEL", default_value_t = SERVE_ZSTD_LEVEL,
+          value_parser = clap::value_parser!(i32).range(1..=22))]
+    zstd_level: i32,
     /// The channel's name in upload and delete URLs
     /// (`/api/v1/upload/<name>`); default: the channel directory's name.
     #[arg(long, env = "AUH_CHANNEL_NAME")]
@@ -262,6 +274,7 @@ fn open_catalog(args: &ServeArgs, root: &Path) -> anyhow::Result<Catalog> {
             }
             let options = IndexOptions {
                 zst: !args.no_zst,
+                zstd_level: args.zstd_level,
                 ..IndexOptions::default()
             };
             let (live, summary) = LiveIndex::open(storage, options)

@@ -7,7 +7,7 @@ use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipWriter};
 
 use super::members::timestamp_ms;
-use super::tarball::tar_bytes;
+use super::tarball::write_tar;
 use super::{GenerateError, Member, PackageSpec};
 
 /// conda-build uses level 19, but that is slow on the random payload and
@@ -28,13 +28,10 @@ pub(super) fn tar_bz2(
     payload: &[Member],
 ) -> Result<Vec<u8>, GenerateError> {
     let file = spec.file_name();
-    let all: Vec<Member> = info.iter().chain(payload).cloned().collect();
-    let tar = tar_bytes(&all, mtime(spec)).map_err(GenerateError::io("build tar", &file))?;
-    let mut encoder = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::best());
-    encoder
-        .write_all(&tar)
-        .and_then(|()| encoder.finish())
-        .map_err(GenerateError::io("bzip2-compress tar", &file))
+    let encoder = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::best());
+    write_tar(encoder, info.iter().chain(payload), mtime(spec))
+        .and_then(|encoder| encoder.finish())
+        .map_err(GenerateError::io("build bzip2-compressed tar", &file))
 }
 
 /// `.conda`: stored zip of metadata.json, info-<stem>.tar.zst and
@@ -64,9 +61,10 @@ fn zstd_tar(
     action: &'static str,
 ) -> Result<Vec<u8>, GenerateError> {
     let file = spec.file_name();
-    let tar = tar_bytes(members, mtime(spec)).map_err(GenerateError::io(action, &file))?;
-    zstd::stream::encode_all(tar.as_slice(), ZSTD_LEVEL)
-        .map_err(GenerateError::io("zstd-compress tar", &file))
+    zstd::stream::Encoder::new(Vec::new(), ZSTD_LEVEL)
+        .and_then(|encoder| write_tar(encoder, members, mtime(spec)))
+        .and_then(|encoder| encoder.finish())
+        .map_err(GenerateError::io(action, &file))
 }
 
 /// An uncompressed zip whose entries carry a fixed timestamp and mode.

@@ -19,7 +19,7 @@ mod tests;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-pub use channel::{generate_channel, ChannelSpec};
+pub use channel::{generate_channel, ChannelSpec, Sizes, COMPRESSED_SHARE, REALISTIC_TIERS};
 
 /// The two on-disk conda package formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -3,7 +3,7 @@
 //! and link targets are copied into the header bytes unvalidated, using the
 //! GNU long-name records when they do not fit in 100 bytes.
 
-use std::io;
+use std::io::{self, Write};
 
 use tar::{Builder, EntryType, Header};
 
@@ -14,17 +14,27 @@ const NAME_FIELD: usize = 100;
 /// Conventional name of GNU long-name/long-link records.
 const LONG_LINK_NAME: &[u8] = b"././@LongLink";
 
-/// Serializes `members` in order into an uncompressed tar with fixed
-/// mtime, owner and modes so the output depends only on the inputs.
-pub(super) fn tar_bytes(members: &[Member], mtime: u64) -> io::Result<Vec<u8>> {
-    let mut builder = Builder::new(Vec::new());
+/// Serializes `members` in order as an uncompressed tar with fixed mtime,
+/// owner and modes, so the output depends only on the inputs, into any
+/// writer (a compressor: a large package is never held uncompressed);
+/// returns the writer.
+pub(super) fn write_tar<'a, W: Write>(
+    out: W,
+    members: impl IntoIterator<Item = &'a Member>,
+    mtime: u64,
+) -> io::Result<W> {
+    let mut builder = Builder::new(out);
     for member in members {
         append_member(&mut builder, member, mtime)?;
     }
     builder.into_inner()
 }
 
-fn append_member(builder: &mut Builder<Vec<u8>>, member: &Member, mtime: u64) -> io::Result<()> {
+fn append_member<W: Write>(
+    builder: &mut Builder<W>,
+    member: &Member,
+    mtime: u64,
+) -> io::Result<()> {
     let (entry_type, data, link): (EntryType, &[u8], Option<&str>) = match &member.kind {
         MemberKind::File(data) => (EntryType::Regular, data, None),
         MemberKind::Symlink(target) => (EntryType::Symlink, &[], Some(target)),
@@ -50,8 +60,8 @@ fn append_member(builder: &mut Builder<Vec<u8>>, member: &Member, mtime: u64) ->
 
 /// Emits a GNU `L`/`K` record carrying a name too long for the header;
 /// readers apply it to the following entry.
-fn append_long_record(
-    builder: &mut Builder<Vec<u8>>,
+fn append_long_record<W: Write>(
+    builder: &mut Builder<W>,
     kind: EntryType,
     name: &[u8],
     mtime: u64,

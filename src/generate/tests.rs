@@ -6,6 +6,8 @@
 use std::collections::HashSet;
 use std::io::{Cursor, Read};
 
+use rand::SeedableRng;
+
 use super::*;
 
 fn read_tar(bytes: &[u8]) -> Vec<(Vec<u8>, tar::EntryType, Vec<u8>)> {
@@ -130,6 +132,7 @@ fn channel_has_distinct_files_over_all_subdirs() {
         subdirs: vec!["linux-64".into(), "osx-arm64".into(), "noarch".into()],
         payload_bytes: 512,
         conda_fraction: 0.5,
+        ..ChannelSpec::default()
     };
     let paths = generate_channel(dir.path(), &spec).unwrap();
     assert_eq!(paths.len(), 20);
@@ -197,4 +200,51 @@ fn raw_index_json_and_extra_keys_are_honoured() {
     spec.index_json_raw = Some(raw.clone());
     let entries = read_tar(&bunzip(&package_bytes(&spec).unwrap()));
     assert_eq!(entries[0].2, raw);
+}
+
+#[test]
+fn sizes_and_name_prefix_shape_the_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let range = ChannelSpec {
+        packages: 6,
+        sizes: Sizes::Range {
+            min: 20_000,
+            max: 40_000,
+        },
+        name_prefix: "big".into(),
+        ..ChannelSpec::default()
+    };
+    for path in generate_channel(&dir.path().join("range"), &range).unwrap() {
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!((16_000..=48_000).contains(&size), "{path:?}: {size}");
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("big0"), "{name}");
+    }
+    let tiny = ChannelSpec {
+        packages: 40,
+        sizes: Sizes::Tiny,
+        ..ChannelSpec::default()
+    };
+    for path in generate_channel(&dir.path().join("tiny"), &tiny).unwrap() {
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(size < 4096, "{path:?}: {size}");
+    }
+}
+
+#[test]
+fn realistic_sizes_are_mostly_small() {
+    let spec = ChannelSpec {
+        packages: 2000,
+        sizes: Sizes::Realistic,
+        ..ChannelSpec::default()
+    };
+    // Only the specs (no files): 2,000 draws follow the tiers.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed);
+    let payloads: Vec<usize> = (0..spec.packages)
+        .map(|i| channel::package_spec(i, "noarch", &spec, &mut rng).payload_bytes)
+        .collect();
+    let small = payloads.iter().filter(|&&p| p < 400_000).count();
+    let huge = payloads.iter().filter(|&&p| p > 150_000_000).count();
+    assert!((1300..=1500).contains(&small), "{small} small");
+    assert!(huge <= 12, "{huge} huge");
 }

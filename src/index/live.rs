@@ -6,21 +6,36 @@
 //! whoever holds the subdir's writer lock writes the state as it is *then*,
 //! covering every update that arrived meanwhile. Concurrent uploads to one
 //! subdir are thus batched into few metadata writes, and none is lost.
+//!
+//! A write must be quick even for 100,000 packages: the JSON is spliced
+//! from each record's stored bytes while the state is locked (no copy of
+//! the state), then written without the lock by
+//! [`outputs::write_subdir_live`]. The incremental cache is not needed
+//! for an upload to be durable (the package file and repodata.json are; a
+//! restart re-reads what a stale cache misses), so a background thread
+//! writes it, at most every [`CACHE_DELAY`], and once more when the index
+//! is dropped.
 
 use std::collections::BTreeMap;
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use super::cache::{self, CacheEntry, Outcome};
 use super::{index_subdirs, outputs, IndexError, IndexOptions, IndexSummary};
 use crate::repodata::{IndexedPackage, SubdirRepodata};
 use crate::storage::{FileStat, LocalFs, Storage};
 
+/// How long the cache writer lets updates accumulate before one write.
+const CACHE_DELAY: Duration = Duration::from_secs(2);
+
 /// A channel's index, shared by the server's request handlers.
 pub struct LiveIndex {
     storage: LocalFs,
     options: IndexOptions,
     subdirs: Mutex<BTreeMap<String, Arc<Subdir>>>,
+    caches: CacheWriter,
 }
 
 struct Subdir {
@@ -29,7 +44,6 @@ struct Subdir {
     written: Mutex<u64>,
 }
 
-#[derive(Clone)]
 struct SubdirState {
     repodata: SubdirRepodata,
     cache: BTreeMap<String, CacheEntry>,
@@ -61,10 +75,12 @@ impl LiveIndex {
                 (state.repodata.subdir.clone(), Arc::new(Subdir::new(state)))
             })
             .collect();
+        let caches = CacheWriter::start(storage.clone());
         let live = Self {
             storage,
             options,
             subdirs: Mutex::new(subdirs),
+            caches,
         };
         Ok((live, summary))
     }
@@ -148,35 +164,45 @@ impl LiveIndex {
     /// `undo` takes the update back out before the writer lock is released,
     /// so no other request's write lists a package whose upload failed (or
     /// drops one whose delete failed).
-    fn commit(&self, slot: &Subdir, version: u64, undo: impl FnOnce()) -> io::Result<()> {
+    fn commit(&self, slot: &Arc<Subdir>, version: u64, undo: impl FnOnce()) -> io::Result<()> {
         let mut written = lock(&slot.written);
         if *written >= version {
             return Ok(()); // another upload's write covered ours
         }
-        let snapshot = lock(&slot.state).clone();
-        let subdir = &snapshot.repodata.subdir;
-        let cache = (cache::cache_path(subdir), cache::to_bytes(&snapshot.cache));
-        let result = self
-            .storage
-            .create_dir_all(&format!("{subdir}/.cache"))
-            .and_then(|()| {
-                outputs::write_subdir(
-                    &self.storage,
-                    &snapshot.repodata,
-                    &self.options,
-                    vec![cache],
-                )
-            });
-        match result {
-            Ok(_) => {
-                *written = snapshot.version;
-                Ok(())
-            }
-            Err(err) => {
-                undo();
-                Err(err)
-            }
+        let started = Instant::now();
+        let (subdir, json, run_exports, snapshot) = {
+            let state = lock(&slot.state);
+            let repodata = &state.repodata;
+            let run_exports = self
+                .options
+                .run_exports
+                .then(|| repodata.run_exports_json(self.options.style));
+            (
+                repodata.subdir.clone(),
+                repodata.repodata_json(self.options.style),
+                run_exports,
+                state.version,
+            )
+        };
+        if let Err(err) = outputs::write_subdir_live(
+            &self.storage,
+            &subdir,
+            &json,
+            run_exports.as_deref(),
+            &self.options,
+        ) {
+            undo();
+            return Err(err);
         }
+        tracing::debug!(
+            "{subdir}: {} updates written in {:.0} ms ({} bytes of repodata.json)",
+            snapshot - *written,
+            started.elapsed().as_secs_f64() * 1000.0,
+            json.len()
+        );
+        *written = snapshot;
+        self.caches.mark(slot);
+        Ok(())
     }
 
     fn slot(&self, subdir: &str) -> io::Result<Arc<Subdir>> {
@@ -207,6 +233,117 @@ impl Subdir {
         Self {
             state: Mutex::new(state),
             written: Mutex::new(0),
+        }
+    }
+
+    /// Writes the subdir's incremental cache as the state holds it now.
+    fn write_cache(&self, storage: &LocalFs) -> io::Result<()> {
+        let (subdir, bytes) = {
+            let state = lock(&self.state);
+            (state.repodata.subdir.clone(), cache::to_bytes(&state.cache))
+        };
+        storage.create_dir_all(&format!("{subdir}/.cache"))?;
+        storage.write_atomic(&cache::cache_path(&subdir), &bytes)?;
+        Ok(())
+    }
+}
+
+/// The background thread that writes the caches of updated subdirs.
+struct CacheWriter {
+    queue: Arc<CacheQueue>,
+    storage: LocalFs,
+    /// `None` if the thread could not be started: caches are then written
+    /// inline.
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct CacheQueue {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// Subdirs updated since their cache was last written, by name.
+    dirty: BTreeMap<String, Arc<Subdir>>,
+    stop: bool,
+}
+
+impl CacheWriter {
+    fn start(storage: LocalFs) -> Self {
+        let queue = Arc::new(CacheQueue::default());
+        let (worker, worker_storage) = (queue.clone(), storage.clone());
+        let thread = std::thread::Builder::new()
+            .name("index-cache".into())
+            .spawn(move || worker.run(&worker_storage))
+            .inspect_err(|err| {
+                tracing::warn!("no cache writer thread ({err}); writing caches inline")
+            })
+            .ok();
+        Self {
+            queue,
+            storage,
+            thread,
+        }
+    }
+
+    fn mark(&self, slot: &Arc<Subdir>) {
+        let name = lock(&slot.state).repodata.subdir.clone();
+        if self.thread.is_none() {
+            CacheQueue::write(&self.storage, &name, slot);
+            return;
+        }
+        lock(&self.queue.pending).dirty.insert(name, slot.clone());
+        self.queue.wake.notify_one();
+    }
+}
+
+impl Drop for CacheWriter {
+    fn drop(&mut self) {
+        lock(&self.queue.pending).stop = true;
+        self.queue.wake.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join(); // it writes what is pending, then ends
+        }
+    }
+}
+
+impl CacheQueue {
+    fn run(&self, storage: &LocalFs) {
+        loop {
+            let mut pending = lock(&self.pending);
+            while pending.dirty.is_empty() && !pending.stop {
+                pending = self
+                    .wake
+                    .wait(pending)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            if pending.stop && pending.dirty.is_empty() {
+                return;
+            }
+            // Let a burst of updates go by: one write then covers them all.
+            pending = self
+                .wake
+                .wait_timeout_while(pending, CACHE_DELAY, |p| !p.stop)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            drop(pending);
+            self.flush(storage);
+        }
+    }
+
+    fn flush(&self, storage: &LocalFs) {
+        let dirty = std::mem::take(&mut lock(&self.pending).dirty);
+        for (name, slot) in dirty {
+            Self::write(storage, &name, &slot);
+        }
+    }
+
+    fn write(storage: &LocalFs, name: &str, slot: &Subdir) {
+        if let Err(err) = slot.write_cache(storage) {
+            // Only costs re-reading some packages after a restart.
+            tracing::warn!("cannot write the index cache of {name}: {err}");
         }
     }
 }

@@ -154,8 +154,10 @@ pub(crate) fn index_subdirs(
     options: &IndexOptions,
 ) -> Result<(IndexSummary, Vec<SubdirIndex>), IndexError> {
     let started = Instant::now();
+    // Listing a subdir and loading its cache are most of a no-change run:
+    // one subdir per core.
     let mut jobs = scan::subdirs(storage, &options.subdirs)?
-        .into_iter()
+        .into_par_iter()
         .map(|name| plan_subdir(storage, name))
         .collect::<Result<Vec<_>, _>>()?;
     let read = read_changed(storage, &mut jobs, options.progress);

@@ -38,6 +38,14 @@ pub fn to_python_json(value: &Value, style: JsonStyle) -> Vec<u8> {
 /// Appends `s` as a Python `json.dumps` string literal (`ensure_ascii=True`).
 pub fn write_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
+    // Most strings (every file name, most record values) need no escape.
+    if s.bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.extend_from_slice(b"\\\""),

@@ -268,6 +268,7 @@ fn sigkill_never_leaves_partial_repodata() {
         subdirs: SUBDIRS.iter().map(|s| s.to_string()).collect(),
         payload_bytes: 2000,
         conda_fraction: 0.5,
+        ..ChannelSpec::default()
     };
     generate_channel(channel.path(), &spec).unwrap();
     let mut known = Known::new();

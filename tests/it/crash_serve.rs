@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -263,8 +263,18 @@ fn check_channel(
             continue;
         }
         for file in METADATA {
-            let ours = fs::read(channel.join(subdir).join(file));
-            let theirs = fs::read(fresh.path().join(subdir).join(file));
+            // serve compresses at its own (faster) zstd level: a `.zst`
+            // must hold the same JSON, not the same compressed bytes.
+            let read = |path: PathBuf| {
+                let bytes = fs::read(&path)?;
+                if file.ends_with(".zst") {
+                    zstd::decode_all(bytes.as_slice())
+                } else {
+                    Ok(bytes)
+                }
+            };
+            let ours = read(channel.join(subdir).join(file));
+            let theirs = read(fresh.path().join(subdir).join(file));
             assert!(
                 ours.as_ref().ok() == theirs.as_ref().ok(),
                 "{context}: {subdir}/{file} differs from a fresh index"
@@ -303,6 +313,7 @@ fn sigkill_at_20_plus_points_loses_no_acknowledged_upload() {
             subdirs: vec![BIG.to_owned()],
             payload_bytes: 200,
             conda_fraction: 0.5,
+            ..ChannelSpec::default()
         },
     )
     .unwrap();

@@ -356,6 +356,7 @@ fn generated_channel_matches_conda_index() {
         subdirs: subdirs.iter().map(|s| s.to_string()).collect(),
         payload_bytes: 1500,
         conda_fraction: 0.5,
+        ..ChannelSpec::default()
     };
     generate_channel(channel.path(), &spec).unwrap();
     compare_with_oracle(

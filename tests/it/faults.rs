@@ -156,6 +156,7 @@ fn a_disk_full_during_the_metadata_write_answers_507_and_keeps_the_old_metadata(
             subdirs: vec!["linux-64".to_owned()],
             payload_bytes: 200,
             conda_fraction: 0.5,
+            ..ChannelSpec::default()
         },
     )
     .unwrap();
