@@ -115,7 +115,7 @@ fn assert_storage_full(status: u16, body: &serde_json::Value, served: &Served, d
     assert!(message.contains("insufficient storage"), "{message}");
     assert!(!message.contains("os error"), "internals leaked: {message}");
     let logged = format!("disk is full: {during}");
-    assert!(served.stderr().contains(&logged), "{}", served.stderr());
+    assert!(served.logged(&logged), "{}", served.stderr());
 }
 
 #[test]

@@ -760,9 +760,7 @@ fn private_named_channel_from_the_command_line() {
     // The token in a /t/ URL is never logged.
     assert!(!served.stderr().contains(TOKEN), "{}", served.stderr());
     assert!(
-        served
-            .stderr()
-            .contains("GET /t/<token>/noarch/repodata.json 200"),
+        served.logged("GET /t/<token>/noarch/repodata.json 200"),
         "{}",
         served.stderr()
     );

@@ -21,6 +21,8 @@ pub struct Served {
     /// What it printed before it started serving.
     pub banner: Vec<String>,
     stderr: Arc<Mutex<String>>,
+    /// Reads stderr until the process closes it.
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Served {
@@ -39,7 +41,7 @@ impl Served {
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = stderr.clone();
         let mut err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = err.read(&mut buf) {
                 if n == 0 {
@@ -85,6 +87,7 @@ impl Served {
                     url,
                     banner,
                     stderr,
+                    stderr_reader: Some(stderr_reader),
                 };
             }
             banner.push(line);
@@ -108,6 +111,10 @@ impl Served {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                // Everything it logged has been read once the pipe closes.
+                if let Some(reader) = self.stderr_reader.take() {
+                    let _ = reader.join();
+                }
                 return status;
             }
             assert!(Instant::now() < deadline, "serve did not exit");
@@ -117,6 +124,20 @@ impl Served {
 
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Whether the log contains `needle` within a few seconds: a line the
+    /// server wrote before answering may still be on its way through the
+    /// pipe to the reader thread.
+    pub fn logged(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.stderr().contains(needle) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
     }
 
     /// Peak resident memory so far (Linux `VmHWM`), in bytes.
