@@ -11,7 +11,8 @@
 //! listener and shutdown signal as parameters, so tests start it on port 0
 //! and stop it cleanly.
 
-// Input reaches this code: it must fail with an error, never panic.
+// Input reaches this code (every submodule inherits this): it must fail
+// with an error, never panic.
 #![cfg_attr(
     not(test),
     deny(
