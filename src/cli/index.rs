@@ -1,5 +1,5 @@
 //! `index CHANNEL_DIR`: write the channel's metadata with the native indexer,
-//! or hand over to `conda index`.
+//! or hand over to `conda index`. `CHANNEL_DIR` may be `s3://BUCKET/PREFIX`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -11,10 +11,16 @@ use clap::{Args, ValueEnum};
 use crate::index::conda::{CondaIndexError, CondaIndexer};
 use crate::index::{index_channel, IndexOptions, IndexSummary};
 use crate::repodata::JsonStyle;
-use crate::storage::{ChannelLock, LocalFs};
+use crate::storage::{
+    ChannelLocation, ChannelLock, LocalFs, ObjectOptions, ObjectStorage, S3Location, Storage,
+};
 
 /// Exit status when the metadata was written but some packages were left out.
 const EXIT_LEFT_OUT: u8 = 2;
+
+/// Packages read at once from an object store: each read mostly waits for
+/// the network.
+const OBJECT_STORE_PARALLEL: usize = 16;
 
 /// Write repodata.json for every subdir of a channel (byte-compatible with
 /// conda-index 0.13.0).
@@ -23,11 +29,17 @@ const EXIT_LEFT_OUT: u8 = 2;
 /// `<platform>-<arch>` (CEP 26). Only new or changed packages are read; a
 /// package that cannot be read is left out with a warning.
 ///
+/// `CHANNEL_DIR` may be `s3://BUCKET/PREFIX`: endpoint and credentials come
+/// from the environment (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
+/// AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP=true for a plain-HTTP endpoint)
+/// and the usual AWS credential chain.
+///
 /// Exit status: 0 all packages indexed, 2 metadata written but some packages
 /// left out, 1 fatal error (nothing changed).
 #[derive(Debug, Args)]
 pub struct IndexArgs {
-    /// The channel's root directory (the one holding noarch/).
+    /// The channel's root directory (the one holding noarch/), or
+    /// s3://BUCKET/PREFIX.
     channel_dir: PathBuf,
     /// Index only this subdir (repeatable).
     #[arg(long = "subdir", value_name = "SUBDIR")]
@@ -44,6 +56,9 @@ pub struct IndexArgs {
     /// Pretty-print the JSON (indent 2) instead of one compact line.
     #[arg(long)]
     no_compact: bool,
+    /// Packages read at once [default: 16 on s3://, one per core on disk].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    max_parallel: Option<u16>,
     /// Which indexer writes the metadata.
     #[arg(long, value_enum, default_value_t = Indexer::Native)]
     indexer: Indexer,
@@ -72,13 +87,8 @@ pub fn run(args: IndexArgs) -> ExitCode {
 }
 
 fn run_native(args: &IndexArgs) -> anyhow::Result<ExitCode> {
-    if !args.channel_dir.is_dir() {
-        bail!(
-            "channel directory {} does not exist or is not a directory",
-            args.channel_dir.display()
-        );
-    }
-    let options = IndexOptions {
+    let location = ChannelLocation::parse(&args.channel_dir)?;
+    let mut options = IndexOptions {
         subdirs: args.subdirs.clone(),
         zst: args.zst,
         bz2: args.bz2,
@@ -89,23 +99,58 @@ fn run_native(args: &IndexArgs) -> anyhow::Result<ExitCode> {
             JsonStyle::Compact
         },
         progress: std::io::stderr().is_terminal(),
+        max_parallel: args.max_parallel.map(usize::from),
         ..IndexOptions::default()
     };
     options.validate()?;
-    let _lock = ChannelLock::acquire(&args.channel_dir)?;
-    let storage = LocalFs::new(&args.channel_dir);
-    let summary = index_channel(&storage, &options)
-        .with_context(|| format!("cannot index {}", args.channel_dir.display()))?;
-    println!("{}", summary_line(&summary));
-    Ok(if summary.left_out.is_empty() {
+    let summary = match location {
+        ChannelLocation::Local(dir) => {
+            if !dir.is_dir() {
+                bail!(
+                    "channel directory {} does not exist or is not a directory",
+                    dir.display()
+                );
+            }
+            let _lock = ChannelLock::acquire(&dir)?;
+            let summary = index_in(&LocalFs::new(&dir), &options)?;
+            summary_line(&summary)
+        }
+        ChannelLocation::S3(s3) => {
+            options.max_parallel = options.max_parallel.or(Some(OBJECT_STORE_PARALLEL));
+            index_bucket(&s3, &options)?
+        }
+    };
+    println!("{}", summary.0);
+    Ok(if summary.1 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_LEFT_OUT)
     })
 }
 
-fn summary_line(summary: &IndexSummary) -> String {
-    format!(
+fn index_in(storage: &dyn Storage, options: &IndexOptions) -> anyhow::Result<IndexSummary> {
+    index_channel(storage, options).with_context(|| format!("cannot index {}", storage.location()))
+}
+
+/// Indexes a channel in a bucket. No lock: an object store has none (the
+/// metadata is written object by object, each atomically).
+fn index_bucket(s3: &S3Location, options: &IndexOptions) -> anyhow::Result<(String, bool)> {
+    let storage = ObjectStorage::open(s3, ObjectOptions::default())?;
+    let summary = index_in(&storage, options)?;
+    let traffic = storage.traffic();
+    let (line, complete) = summary_line(&summary);
+    Ok((
+        format!(
+            "{line}; {} requests, {} bytes received, {} bytes sent",
+            traffic.requests, traffic.bytes_down, traffic.bytes_up
+        ),
+        complete,
+    ))
+}
+
+/// The summary line, and whether every package was indexed.
+fn summary_line(summary: &IndexSummary) -> (String, bool) {
+    let line = format!(
         "indexed {} packages in {} subdirs: {} read, {} left out, {} files written, {:.2} s",
         summary.packages,
         summary.subdirs,
@@ -113,12 +158,16 @@ fn summary_line(summary: &IndexSummary) -> String {
         summary.left_out.len(),
         summary.files_written,
         summary.elapsed.as_secs_f64()
-    )
+    );
+    (line, summary.left_out.is_empty())
 }
 
 /// Runs `CONDA_EXE index CHANNEL_DIR` with the same output flags and passes
 /// its exit status on.
 fn run_conda(args: &IndexArgs) -> anyhow::Result<ExitCode> {
+    if let ChannelLocation::S3(s3) = ChannelLocation::parse(&args.channel_dir)? {
+        bail!("--indexer conda needs a local channel directory, not {s3}");
+    }
     let indexer = CondaIndexer {
         exe: args.conda_exe.clone(),
         subdirs: args.subdirs.clone(),

@@ -18,7 +18,7 @@ use crate::publish::Catalog;
 use crate::repodata::is_valid_subdir;
 use crate::server::state::{default_channel_name, ChannelAccess};
 use crate::server::{self, staging, tls, AppState, Limits, NamedToken, STAGING_DIR};
-use crate::storage::{is_plain_name, ChannelLock, LocalFs};
+use crate::storage::{is_plain_name, ChannelLocation, ChannelLock, LocalFs};
 use crate::token::{Token, TokenHash};
 
 /// Where the self-signed certificate is kept, under the channel root (never
@@ -164,6 +164,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Everything that can be wrong with the command line fails before the
     // channel is touched.
+    check_local_channel(&args.write_dir)?;
     let tokens = load_tokens(&args)?;
     check_channel_name(args.channel_name.as_deref())?;
     let operator_tls = operator_tls(&args)?;
@@ -241,6 +242,18 @@ fn check_channel_name(name: Option<&str>) -> anyhow::Result<()> {
 
 /// The original pointed `-d` at a platform directory; its parent is the
 /// channel.
+/// Serving a bucket is not built yet (issue 11, phase 2): refuse
+/// `s3://…` (and malformed URLs) instead of creating a local folder named
+/// `s3:`.
+fn check_local_channel(write_dir: &Path) -> anyhow::Result<()> {
+    match ChannelLocation::parse(write_dir)? {
+        ChannelLocation::Local(_) => Ok(()),
+        ChannelLocation::S3(s3) => bail!(
+            "serving a channel from object storage ({s3}) is not yet supported: serve needs a local channel directory (`index {s3}` indexes a bucket)"
+        ),
+    }
+}
+
 fn channel_root(write_dir: &Path) -> PathBuf {
     match write_dir.file_name().and_then(|n| n.to_str()) {
         Some(name) if is_valid_subdir(name) => {

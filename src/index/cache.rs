@@ -1,9 +1,10 @@
 //! The persistent per-subdir cache that makes re-runs incremental.
 //!
-//! It maps each package file name to the size and mtime it had when it was
-//! read, and what reading it gave: the record and run_exports as final JSON,
-//! or why the package was left out. A file whose size and mtime still match
-//! is not opened again. The cache lives in `<subdir>/.cache/`, beside
+//! It maps each package file name to the size and mtime (in an object
+//! store: the size and ETag) it had when it was read, and what reading it
+//! gave: the record and run_exports as final JSON, or why the package was
+//! left out. A file whose size and mtime (or ETag) still match is not
+//! opened again. The cache lives in `<subdir>/.cache/`, beside
 //! conda-index's own `cache.db`, and is rewritten atomically after the
 //! outputs, so a killed run at worst re-reads some packages.
 
@@ -51,12 +52,30 @@ impl From<crate::repodata::RecordError> for LeftOutReason {
 pub(crate) struct CacheEntry {
     pub size: u64,
     pub mtime_ns: i128,
+    /// The object's ETag when it was read from an object store, where an
+    /// mtime says little (a copy gets a new one, a rewrite within a second
+    /// may keep it) and the ETag changes with every write.
+    pub etag: Option<String>,
     pub outcome: Outcome,
 }
 
 impl CacheEntry {
+    /// An entry for the file `stat` describes.
+    pub fn new(stat: &FileStat, outcome: Outcome) -> Self {
+        Self {
+            size: stat.size,
+            mtime_ns: stat.mtime_ns,
+            etag: stat.etag().map(str::to_owned),
+            outcome,
+        }
+    }
+
     pub fn matches(&self, stat: &FileStat) -> bool {
-        self.size == stat.size && self.mtime_ns == stat.mtime_ns
+        self.size == stat.size
+            && match stat.etag() {
+                Some(etag) => self.etag.as_deref() == Some(etag),
+                None => self.mtime_ns == stat.mtime_ns,
+            }
     }
 }
 
@@ -72,6 +91,8 @@ struct CacheFile {
 struct StoredEntry {
     size: u64,
     mtime_ns: i128,
+    #[serde(default)]
+    etag: Option<String>,
     #[serde(default)]
     record: Option<Box<RawValue>>,
     #[serde(default)]
@@ -127,6 +148,10 @@ pub(crate) fn to_bytes(entries: &BTreeMap<String, CacheEntry>) -> Vec<u8> {
         out.extend_from_slice(
             format!(":{{\"size\":{},\"mtime_ns\":{}", entry.size, entry.mtime_ns).as_bytes(),
         );
+        if let Some(etag) = &entry.etag {
+            out.extend_from_slice(b",\"etag\":");
+            write_string(&mut out, etag);
+        }
         match &entry.outcome {
             Outcome::Indexed(package) => {
                 out.extend_from_slice(b",\"record\":");
@@ -173,6 +198,7 @@ impl StoredEntry {
         Some(CacheEntry {
             size: self.size,
             mtime_ns: self.mtime_ns,
+            etag: self.etag,
             outcome,
         })
     }
@@ -193,6 +219,7 @@ mod tests {
             CacheEntry {
                 size: 10,
                 mtime_ns: 1_700_000_000_123_456_789,
+                etag: None,
                 outcome: Outcome::Indexed(IndexedPackage {
                     record: r#"{"name":"a","x":1e+16}"#.into(),
                     run_exports: "{}".into(),
@@ -204,6 +231,7 @@ mod tests {
             CacheEntry {
                 size: 7,
                 mtime_ns: -1,
+                etag: Some("\"9e107d9d372bb6826bd81d3542a419d6\"".into()),
                 outcome: Outcome::Indexed(IndexedPackage {
                     record: r#"{"name":"\u00e9t\u00e9","depends":["a \"b\""]}"#.into(),
                     run_exports: r#"{"weak":["x"]}"#.into(),
@@ -215,6 +243,7 @@ mod tests {
             CacheEntry {
                 size: 3,
                 mtime_ns: 5,
+                etag: None,
                 outcome: Outcome::LeftOut(LeftOutReason {
                     message: "no \"info/index.json\"\n\u{1f600}".into(),
                     listed_in_run_exports: true,

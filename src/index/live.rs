@@ -102,11 +102,7 @@ impl LiveIndex {
     pub fn add(&self, subdir: &str, stat: FileStat, package: IndexedPackage) -> io::Result<()> {
         let slot = self.slot(subdir)?;
         let name = stat.name.clone();
-        let entry = CacheEntry {
-            size: stat.size,
-            mtime_ns: stat.mtime_ns,
-            outcome: Outcome::Indexed(package.clone()),
-        };
+        let entry = CacheEntry::new(&stat, Outcome::Indexed(package.clone()));
         let (version, previous) = {
             let mut state = lock(&slot.state);
             let previous = (

@@ -3,7 +3,8 @@
 //!
 //! A package that cannot be read is left out with a warning naming the file
 //! and the reason; the run goes on. Unchanged packages (same size and mtime
-//! as in the subdir's cache) are not opened at all.
+//! as in the subdir's cache; size and ETag in an object store) are not
+//! opened at all.
 
 // Input reaches this code: it must fail with an error, never panic.
 #![cfg_attr(
@@ -57,6 +58,9 @@ pub struct IndexOptions {
     pub zstd_level: i32,
     /// Draw a progress bar (on a terminal).
     pub progress: bool,
+    /// Packages read at once; `None`: one per core. An object store wants
+    /// more (each read mostly waits for the network).
+    pub max_parallel: Option<usize>,
 }
 
 impl IndexOptions {
@@ -76,6 +80,7 @@ impl Default for IndexOptions {
             style: JsonStyle::Compact,
             zstd_level: DEFAULT_ZSTD_LEVEL,
             progress: false,
+            max_parallel: None,
         }
     }
 }
@@ -153,6 +158,24 @@ pub(crate) fn index_subdirs(
     storage: &dyn Storage,
     options: &IndexOptions,
 ) -> Result<(IndexSummary, Vec<SubdirIndex>), IndexError> {
+    let pool = options.max_parallel.and_then(|threads| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .thread_name(|i| format!("index-{i}"))
+            .build()
+            .inspect_err(|err| tracing::warn!("no pool of {threads} readers ({err}); one per core"))
+            .ok()
+    });
+    match pool {
+        Some(pool) => pool.install(|| index_in_pool(storage, options)),
+        None => index_in_pool(storage, options),
+    }
+}
+
+fn index_in_pool(
+    storage: &dyn Storage,
+    options: &IndexOptions,
+) -> Result<(IndexSummary, Vec<SubdirIndex>), IndexError> {
     let started = Instant::now();
     // Listing a subdir and loading its cache are most of a no-change run:
     // one subdir per core.
@@ -212,7 +235,7 @@ fn read_changed(storage: &dyn Storage, jobs: &mut [SubdirJob], progress: bool) -
         .map(|(i, stat)| {
             let outcome = jobs
                 .get(*i)
-                .and_then(|job| read_one(storage, &job.name, &stat.name));
+                .and_then(|job| read_one(storage, &job.name, stat));
             bar.inc(1);
             (*i, stat, outcome)
         })
@@ -220,12 +243,8 @@ fn read_changed(storage: &dyn Storage, jobs: &mut [SubdirJob], progress: bool) -
     bar.finish_and_clear();
     for (i, stat, outcome) in results {
         if let (Some(outcome), Some(job)) = (outcome, jobs.get_mut(i)) {
-            let entry = CacheEntry {
-                size: stat.size,
-                mtime_ns: stat.mtime_ns,
-                outcome,
-            };
-            job.fresh.insert(stat.name.clone(), entry);
+            job.fresh
+                .insert(stat.name.clone(), CacheEntry::new(stat, outcome));
         }
     }
     todo.len()
@@ -233,9 +252,10 @@ fn read_changed(storage: &dyn Storage, jobs: &mut [SubdirJob], progress: bool) -
 
 /// Reads one package. `None` when the file could not be opened at all (a
 /// transient fault, not cached, so the next run tries again).
-fn read_one(storage: &dyn Storage, subdir: &str, file_name: &str) -> Option<Outcome> {
+fn read_one(storage: &dyn Storage, subdir: &str, stat: &FileStat) -> Option<Outcome> {
+    let file_name = &stat.name;
     let path = format!("{subdir}/{file_name}");
-    let file = match storage.open(&path) {
+    let file = match storage.open_listed(&path, stat) {
         Ok(file) => file,
         Err(err) => {
             tracing::warn!("left out {path}: cannot open it: {err}");

@@ -15,6 +15,7 @@ mod golden;
 mod incremental;
 mod invalid;
 mod json_oracle;
+mod object_storage;
 mod overload;
 mod protocols;
 mod reading;
