@@ -72,10 +72,7 @@ fn contending_writers_lose_nothing_in_a_412_storm() {
                 })
             })
             .collect();
-        writers
-            .into_iter()
-            .map(|w| w.join().unwrap())
-            .sum::<u32>()
+        writers.into_iter().map(|w| w.join().unwrap()).sum::<u32>()
     });
     let listed = items(storage.read("noarch/repodata.json").unwrap().as_deref());
     assert_eq!(listed.len(), 48, "every writer's every item is listed");
@@ -109,7 +106,10 @@ fn a_storm_longer_than_the_policy_gives_up_and_changes_nothing() {
         ..fast()
     };
     let err = update(&storage, "f", policy, add("b")).unwrap_err();
-    assert!(matches!(err, UpdateError::Contended { attempts: 5, .. }), "{err}");
+    assert!(
+        matches!(err, UpdateError::Contended { attempts: 5, .. }),
+        "{err}"
+    );
     assert_eq!(storage.read("f").unwrap().unwrap(), b"a");
 }
 
@@ -119,7 +119,10 @@ fn the_probe_refuses_a_store_that_ignores_conditional_writes() {
     probe_conditional_writes(&storage).unwrap();
     faults.ignore_conditions(true);
     let err = probe_conditional_writes(&storage).unwrap_err();
-    assert!(matches!(err, ProbeError::IgnoresIfNoneMatch { .. }), "{err}");
+    assert!(
+        matches!(err, ProbeError::IgnoresIfNoneMatch { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("Garage"), "{err}");
     assert!(storage.list("").unwrap().is_empty(), "probe object removed");
     // Such a store also loses a concurrent update without noticing.
@@ -183,7 +186,10 @@ fn packages_are_read_in_few_requests() {
             Format::Conda => assert!(gets <= 3, "{name}: {gets} GETs"),
             Format::TarBz2 => assert_eq!(gets, 1, "{name}"),
         }
-        assert!(down >= size && down < size + 600_000, "{name}: {down} bytes for {size}");
+        assert!(
+            down >= size && down < size + 600_000,
+            "{name}: {down} bytes for {size}"
+        );
         // Replaced meanwhile: the listed version is gone, reading fails.
         storage.put(&path, b"other", PutMode::Overwrite).unwrap();
         let reader = storage.open_listed(&path, &stat).unwrap();

@@ -399,7 +399,9 @@ mod tests {
             fs.put("a", b"two", PutMode::Create),
             Err(PutError::AlreadyExists(_))
         ));
-        let second = fs.put("a", b"two", PutMode::Replace(first.clone())).unwrap();
+        let second = fs
+            .put("a", b"two", PutMode::Replace(first.clone()))
+            .unwrap();
         assert_ne!(first, second);
         // The first version is gone: replacing it again is refused.
         assert!(matches!(

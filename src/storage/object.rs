@@ -341,7 +341,13 @@ impl ObjectStorage {
     /// Uploads a large file in parts. Create-only goes through a temporary
     /// key and a create-only copy, since S3 has no conditional multipart
     /// upload here.
-    fn put_large(&self, path: &str, key: &Path, source: &FsPath, mode: &PutMode) -> Result<Version, PutError> {
+    fn put_large(
+        &self,
+        path: &str,
+        key: &Path,
+        source: &FsPath,
+        mode: &PutMode,
+    ) -> Result<Version, PutError> {
         match mode {
             PutMode::Overwrite => self.upload_parts(key, source),
             PutMode::Create => {
@@ -561,7 +567,12 @@ fn s3_code(err: &(dyn std::error::Error + 'static)) -> Option<String> {
     None
 }
 
-fn classify(err: object_store::Error, location: &S3Location, shown: &str, endpoint: &str) -> OpenError {
+fn classify(
+    err: object_store::Error,
+    location: &S3Location,
+    shown: &str,
+    endpoint: &str,
+) -> OpenError {
     let code = s3_code(&err);
     let denied = matches!(
         err,
@@ -569,11 +580,17 @@ fn classify(err: object_store::Error, location: &S3Location, shown: &str, endpoi
     ) || code.as_deref().is_some_and(|c| {
         matches!(
             c,
-            "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken"
-                | "ExpiredToken" | "AuthorizationHeaderMalformed"
+            "AccessDenied"
+                | "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "InvalidToken"
+                | "ExpiredToken"
+                | "AuthorizationHeaderMalformed"
         )
     });
-    if code.as_deref() == Some("NoSuchBucket") || matches!(err, object_store::Error::NotFound { .. }) {
+    if code.as_deref() == Some("NoSuchBucket")
+        || matches!(err, object_store::Error::NotFound { .. })
+    {
         OpenError::NoSuchBucket {
             bucket: location.bucket.clone(),
             endpoint: endpoint.to_owned(),
@@ -677,7 +694,9 @@ impl Storage for ObjectStorage {
             range: Some(GetRange::Bounded(range)),
             ..GetOptions::default()
         };
-        let result = self.run(self.inner.store.get_opts(&key, options)).map_err(to_io)?;
+        let result = self
+            .run(self.inner.store.get_opts(&key, options))
+            .map_err(to_io)?;
         let bytes = self.inner.block_on(result.bytes()).map_err(to_io)?;
         self.inner.counters.down(bytes.len());
         Ok(bytes.to_vec())
@@ -703,7 +722,12 @@ impl Storage for ObjectStorage {
         if self.holds(&key, bytes)? {
             return Ok(WriteOutcome::Unchanged);
         }
-        self.put_payload(path, &key, PutPayload::from(bytes.to_vec()), &PutMode::Overwrite)?;
+        self.put_payload(
+            path,
+            &key,
+            PutPayload::from(bytes.to_vec()),
+            &PutMode::Overwrite,
+        )?;
         Ok(WriteOutcome::Written)
     }
 
@@ -719,7 +743,12 @@ impl Storage for ObjectStorage {
             self.remove(path)?;
         }
         for (path, key, bytes) in &todo {
-            self.put_payload(path, key, PutPayload::from(bytes.to_vec()), &PutMode::Overwrite)?;
+            self.put_payload(
+                path,
+                key,
+                PutPayload::from(bytes.to_vec()),
+                &PutMode::Overwrite,
+            )?;
         }
         Ok(todo.len())
     }
@@ -763,12 +792,23 @@ mod tests {
         let s = memory();
         assert!(s.list("").unwrap().is_empty());
         s.put("noarch/a.conda", b"abc", PutMode::Create).unwrap();
-        assert_eq!(s.write_atomic("noarch/repodata.json", b"{}").unwrap(), WriteOutcome::Written);
-        assert_eq!(s.write_atomic("noarch/repodata.json", b"{}").unwrap(), WriteOutcome::Unchanged);
+        assert_eq!(
+            s.write_atomic("noarch/repodata.json", b"{}").unwrap(),
+            WriteOutcome::Written
+        );
+        assert_eq!(
+            s.write_atomic("noarch/repodata.json", b"{}").unwrap(),
+            WriteOutcome::Unchanged
+        );
         let root = s.list("").unwrap();
         assert_eq!(root.len(), 1);
         assert!(root[0].is_dir && root[0].name == "noarch");
-        let mut names: Vec<_> = s.list("noarch").unwrap().into_iter().map(|e| e.name).collect();
+        let mut names: Vec<_> = s
+            .list("noarch")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
         names.sort();
         assert_eq!(names, ["a.conda", "repodata.json"]);
         let stat = s.stat("noarch/a.conda").unwrap().unwrap();
@@ -786,9 +826,15 @@ mod tests {
     fn conditional_puts() {
         let s = memory();
         let v1 = s.put("f", b"1", PutMode::Create).unwrap();
-        assert!(matches!(s.put("f", b"2", PutMode::Create), Err(PutError::AlreadyExists(_))));
+        assert!(matches!(
+            s.put("f", b"2", PutMode::Create),
+            Err(PutError::AlreadyExists(_))
+        ));
         let v2 = s.put("f", b"2", PutMode::Replace(v1.clone())).unwrap();
-        assert!(matches!(s.put("f", b"3", PutMode::Replace(v1)), Err(PutError::VersionMismatch(_))));
+        assert!(matches!(
+            s.put("f", b"3", PutMode::Replace(v1)),
+            Err(PutError::VersionMismatch(_))
+        ));
         let (bytes, version) = s.read_versioned("f").unwrap().unwrap();
         assert_eq!((bytes.as_slice(), version), (&b"2"[..], v2));
     }
@@ -800,13 +846,17 @@ mod tests {
         let source = dir.path().join("big");
         let content: Vec<u8> = (0..13 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&source, &content).unwrap();
-        s.put_file("linux-64/big.conda", &source, PutMode::Create).unwrap();
+        s.put_file("linux-64/big.conda", &source, PutMode::Create)
+            .unwrap();
         let before = s.traffic();
         assert!(matches!(
             s.put_file("linux-64/big.conda", &source, PutMode::Create),
             Err(PutError::AlreadyExists(_))
         ));
-        assert!(s.traffic().requests > before.requests + 3, "went through parts");
+        assert!(
+            s.traffic().requests > before.requests + 3,
+            "went through parts"
+        );
         assert_eq!(s.read("linux-64/big.conda").unwrap().unwrap(), content);
         // No temporary object is left behind.
         let names: Vec<_> = s.list("").unwrap().into_iter().map(|e| e.name).collect();

@@ -37,7 +37,10 @@ pub enum ProbeError {
 /// object and a replace of the wrong version. Leaves nothing behind
 /// (unless the removal itself fails, which is logged).
 pub fn probe_conditional_writes(storage: &dyn Storage) -> Result<(), ProbeError> {
-    let path = format!(".auh-probe-{:016x}", rand::RngCore::next_u64(&mut rand::rngs::OsRng));
+    let path = format!(
+        ".auh-probe-{:016x}",
+        rand::RngCore::next_u64(&mut rand::rngs::OsRng)
+    );
     let result = run(storage, &path);
     if let Err(err) = storage.remove(&path) {
         tracing::warn!(

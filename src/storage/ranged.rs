@@ -79,7 +79,7 @@ impl RangedReader {
     }
 
     /// Copies from a cached block holding `pos`, if any.
-    fn from_cache(&self, buf: &mut [u8]) -> Option<usize> {
+    fn read_cached(&self, buf: &mut [u8]) -> Option<usize> {
         let (start, block) = self
             .blocks
             .iter()
@@ -92,7 +92,7 @@ impl RangedReader {
     }
 
     /// Copies from the open stream if it is at `pos`.
-    fn from_stream(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    fn read_streamed(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         let Some(stream) = self.stream.as_mut().filter(|s| s.offset == self.pos) else {
             return Ok(None);
         };
@@ -176,9 +176,9 @@ impl Read for RangedReader {
         }
         // An open stream at `pos` goes first: the rest of a sequential pass
         // stays on it even where a block is cached.
-        let n = match self.from_stream(buf)? {
+        let n = match self.read_streamed(buf)? {
             Some(n) => n,
-            None => match self.from_cache(buf) {
+            None => match self.read_cached(buf) {
                 Some(n) => n,
                 None => {
                     // One request at a time per reader: a stream left open
@@ -214,9 +214,8 @@ impl Seek for RangedReader {
             SeekFrom::End(delta) => self.size.checked_add_signed(delta),
             SeekFrom::Current(delta) => self.pos.checked_add_signed(delta),
         };
-        self.pos = target.ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "seek before the start")
-        })?;
+        self.pos = target
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
         Ok(self.pos)
     }
 }

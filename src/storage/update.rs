@@ -119,7 +119,9 @@ pub fn update(
                 tracing::debug!("{path}: {err}; reading it again (attempt {attempt})");
             }
             Err(PutError::Io(err)) if is_transient(&err) => {
-                tracing::warn!("{path}: write failed or its answer was lost ({err}); reading it again");
+                tracing::warn!(
+                    "{path}: write failed or its answer was lost ({err}); reading it again"
+                );
                 last_transient = Some(err);
             }
             Err(err) => return Err(io_error(err.into())),

@@ -46,7 +46,9 @@ pub enum UrlError {
     BadPrefix { url: String },
     #[error("{url:?}: query strings and fragments are not allowed in an s3:// URL")]
     QueryOrFragment { url: String },
-    #[error("{scheme}:// channels are not supported (only local directories and s3://BUCKET/PREFIX)")]
+    #[error(
+        "{scheme}:// channels are not supported (only local directories and s3://BUCKET/PREFIX)"
+    )]
     UnsupportedScheme { scheme: String },
 }
 

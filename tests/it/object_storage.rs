@@ -20,7 +20,11 @@ fn upload_tree(storage: &ObjectStorage, root: &Path, dir: &str) {
     for entry in fs::read_dir(root.join(dir)).unwrap() {
         let entry = entry.unwrap();
         let name = entry.file_name().into_string().unwrap();
-        let path = if dir.is_empty() { name } else { format!("{dir}/{name}") };
+        let path = if dir.is_empty() {
+            name
+        } else {
+            format!("{dir}/{name}")
+        };
         if entry.file_type().unwrap().is_dir() {
             upload_tree(storage, root, &path);
         } else {
@@ -114,13 +118,20 @@ fn moto_honours_conditional_writes() {
     let big = dir.path().join("big.conda");
     let content: Vec<u8> = (0..12 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
     fs::write(&big, &content).unwrap();
-    storage.put_file("noarch/big.conda", &big, PutMode::Create).unwrap();
+    storage
+        .put_file("noarch/big.conda", &big, PutMode::Create)
+        .unwrap();
     assert!(matches!(
         storage.put_file("noarch/big.conda", &big, PutMode::Create),
         Err(PutError::AlreadyExists(_))
     ));
     assert_eq!(storage.read("noarch/big.conda").unwrap().unwrap(), content);
-    let names: Vec<String> = storage.list("").unwrap().into_iter().map(|e| e.name).collect();
+    let names: Vec<String> = storage
+        .list("")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     assert_eq!(names, ["noarch"], "no temporary or probe object left");
     let parts = moto
         .requests(&bucket)
@@ -183,13 +194,21 @@ fn index_of_a_bucket_equals_index_on_disk() {
         let (read, requests) = counts(&again);
         assert_eq!(read, 0, "{name}: {}", stdout(&again));
         let rerun = moto.requests(&bucket).split_off(before);
-        assert_eq!(rerun.len() as u64, requests, "{name}: our count is the server's");
+        assert_eq!(
+            rerun.len() as u64,
+            requests,
+            "{name}: our count is the server's"
+        );
         let touched: Vec<_> = rerun
             .iter()
             .filter(|r| is_package(&r.path) || !matches!(r.method.as_str(), "GET" | "HEAD"))
             .collect();
         assert!(touched.is_empty(), "{name}: {touched:?}");
-        assert_eq!(snapshot(&storage), objects, "{name}: the re-run changed the bucket");
+        assert_eq!(
+            snapshot(&storage),
+            objects,
+            "{name}: the re-run changed the bucket"
+        );
     }
 
     // One package replaced: only it is read again (its size and ETag
@@ -197,12 +216,22 @@ fn index_of_a_bucket_equals_index_on_disk() {
     let bucket = "auh-fixture-conda-format-repo";
     let storage = moto.storage(bucket, "chan/main");
     let url = format!("s3://{bucket}/chan/main");
-    let listing = storage.list("linux-64").unwrap();
-    let packages: Vec<_> = listing.iter().filter(|e| is_package(&e.name)).collect();
-    let (target, donor) = (&packages[0].name, &packages[1].name);
-    let donor_bytes = storage.read(&format!("linux-64/{donor}")).unwrap().unwrap();
+    let tar_bz2_in = |subdir: &str| {
+        let listing = storage.list(subdir).unwrap();
+        listing
+            .into_iter()
+            .find(|e| e.name.ends_with(".tar.bz2"))
+            .unwrap()
+            .name
+    };
+    let (target, donor) = (tar_bz2_in("linux-64"), tar_bz2_in("osx-64"));
+    let donor_bytes = storage.read(&format!("osx-64/{donor}")).unwrap().unwrap();
     storage
-        .put(&format!("linux-64/{target}"), &donor_bytes, PutMode::Overwrite)
+        .put(
+            &format!("linux-64/{target}"),
+            &donor_bytes,
+            PutMode::Overwrite,
+        )
         .unwrap();
     let before = moto.requests(bucket).len();
     let output = index_s3(&url, &moto.writer, &[]);
@@ -218,8 +247,7 @@ fn index_of_a_bucket_equals_index_on_disk() {
     );
     let repodata = storage.read("linux-64/repodata.json").unwrap().unwrap();
     let repodata: serde_json::Value = serde_json::from_slice(&repodata).unwrap();
-    let section = if target.ends_with(".conda") { "packages.conda" } else { "packages" };
-    let size = repodata[section][target.as_str()]["size"].as_u64();
+    let size = repodata["packages"][target.as_str()]["size"].as_u64();
     assert_eq!(size, Some(donor_bytes.len() as u64));
 }
 
@@ -241,7 +269,11 @@ fn bad_channel_urls_are_refused_without_creating_anything() {
             .output()
             .unwrap();
         assert_eq!(output.status.code(), Some(1), "{url}");
-        assert!(stderr(&output).contains(expected), "{url}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains(expected),
+            "{url}: {}",
+            stderr(&output)
+        );
     }
     // serve does not create a local folder named `s3:` either.
     let output = moto
@@ -256,7 +288,11 @@ fn bad_channel_urls_are_refused_without_creating_anything() {
         "{}",
         stderr(&output)
     );
-    assert_eq!(fs::read_dir(cwd.path()).unwrap().count(), 0, "nothing created");
+    assert_eq!(
+        fs::read_dir(cwd.path()).unwrap().count(),
+        0,
+        "nothing created"
+    );
 }
 
 #[test]
@@ -285,11 +321,17 @@ fn missing_buckets_wrong_credentials_and_refused_writes_change_nothing() {
         key: "AKIAAAAAAAAAAAAAAAAA".into(),
         secret: "x".into(),
     };
-    for (keys, code) in [(&wrong, "SignatureDoesNotMatch"), (&unknown, "InvalidAccessKeyId")] {
+    for (keys, code) in [
+        (&wrong, "SignatureDoesNotMatch"),
+        (&unknown, "InvalidAccessKeyId"),
+    ] {
         let output = index_s3(&url, keys, &[]);
         assert_eq!(output.status.code(), Some(1));
         let err = stderr(&output);
-        assert!(err.contains("refused access") && err.contains(code), "{err}");
+        assert!(
+            err.contains("refused access") && err.contains(code),
+            "{err}"
+        );
         assert!(!err.contains(&moto.writer.secret), "no secret in messages");
     }
 
@@ -297,8 +339,16 @@ fn missing_buckets_wrong_credentials_and_refused_writes_change_nothing() {
     // be written, and the bucket is as it was.
     let output = index_s3(&url, &moto.reader, &[]);
     assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
-    assert!(stderr(&output).contains("AccessDenied"), "{}", stderr(&output));
-    assert_eq!(snapshot(&storage), before, "a refused run changed the bucket");
+    assert!(
+        stderr(&output).contains("AccessDenied"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(
+        snapshot(&storage),
+        before,
+        "a refused run changed the bucket"
+    );
 
     // Once indexed, a no-change run needs no write at all.
     assert_eq!(index_s3(&url, &moto.writer, &[]).status.code(), Some(0));

@@ -25,6 +25,7 @@ import threading
 os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
 os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "true")
 
+import moto.iam.access_control as access_control  # noqa: E402
 from moto.core import DEFAULT_ACCOUNT_ID  # noqa: E402
 from moto.iam.models import iam_backends  # noqa: E402
 from moto.moto_server.werkzeug_app import (  # noqa: E402
@@ -33,6 +34,24 @@ from moto.moto_server.werkzeug_app import (  # noqa: E402
 )
 from moto.s3.models import s3_backends  # noqa: E402
 from werkzeug.serving import WSGIRequestHandler, make_server  # noqa: E402
+
+# moto 5.2.1 checks a signature against the percent-decoded URL
+# (`delimiter=/`), while clients sign the URL they sent (`delimiter=%2F`),
+# so every listing with a delimiter or prefix fails with
+# SignatureDoesNotMatch. Check it against the request line as received
+# (one request at a time, so a global holds it).
+RAW_URI = {"uri": ""}
+_create_aws_request = access_control.IAMRequestBase._create_aws_request
+
+
+def _create_raw_aws_request(self):
+    request = _create_aws_request(self)
+    if RAW_URI["uri"]:
+        request.url = RAW_URI["uri"]
+    return request
+
+
+access_control.IAMRequestBase._create_aws_request = _create_raw_aws_request
 
 POLICIES = {
     "writer": ["s3:*"],
@@ -69,6 +88,7 @@ class Logged:
             s3_backends[DEFAULT_ACCOUNT_ID]["aws"].create_bucket(name, "us-east-1")
             start_response("200 OK", [("Content-Length", "0")])
             return [b""]
+        RAW_URI["uri"] = environ.get("RAW_URI") or environ.get("REQUEST_URI", "")
         status = {}
 
         def recording_start(code, headers, exc_info=None):
