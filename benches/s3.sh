@@ -73,7 +73,8 @@ mkfifo "$WORK/moto.stdin"
 MOTO_PID=$!
 exec 9>"$WORK/moto.stdin"
 trap 'exec 9>&-; kill $MOTO_PID 2>/dev/null || true' EXIT
-for _ in $(seq 100); do [ -s "$WORK/moto.out" ] && break; sleep 0.1; done
+for _ in $(seq 1200); do [ -s "$WORK/moto.out" ] && break; sleep 0.1; done
+[ -s "$WORK/moto.out" ] || { echo "moto did not start; see $WORK/moto.err" >&2; exit 1; }
 read -r PORT KEY SECRET < <("$PY" -c 'import json,sys; d=json.loads(open(sys.argv[1]).readline()); print(d["port"], d["writer"]["key"], d["writer"]["secret"])' "$WORK/moto.out")
 ENDPOINT=http://127.0.0.1:$PORT
 curl -fsS -X POST "$ENDPOINT/auh-admin/buckets/$BUCKET" >/dev/null
@@ -124,7 +125,8 @@ NAME[ours]=artifact-upload-handler
 RUN[ours]="$OURS -q index s3://$BUCKET/ours --max-parallel $MAX_PARALLEL"
 NAME[rattler]=rattler-index
 printf '[index-config]\nwrite-zst = false\nwrite-shards = false\n' >"$WORK/plain.toml"
-RUN[rattler]="$RATTLER_INDEX --max-parallel $MAX_PARALLEL --config $WORK/plain.toml s3 s3://$BUCKET/rattler --endpoint-url $ENDPOINT --region us-east-1 --force-path-style true"
+RUN[rattler]="$RATTLER_INDEX -q --max-parallel $MAX_PARALLEL --config $WORK/plain.toml s3 s3://$BUCKET/rattler --endpoint-url $ENDPOINT --region us-east-1 --addressing-style path"
+export S3_ACCESS_KEY_ID=$KEY S3_SECRET_ACCESS_KEY=$SECRET
 
 selected=()
 for tool in $TOOLS; do

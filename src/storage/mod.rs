@@ -8,8 +8,9 @@
 //! - [`local`]: the file system, with its durability rules (temporary file,
 //!   fsync, rename, directory fsync; create-only by hard link; replace only
 //!   under the [`ChannelLock`]).
-//! - [`object`]: the `object_store` crate's S3 client (and its in-memory
-//!   store for tests), using S3's conditional writes.
+//! - [`object`]: storage in an object store through the `object_store`
+//!   crate (its in-memory store in tests), using S3's conditional writes;
+//!   `s3`: connecting to an S3 API with the environment's settings.
 //! - [`url`]: what `CHANNEL_DIR`/`-d` name: a directory or `s3://BUCKET/PREFIX`.
 //! - [`update`]: read-modify-write of one object with compare-and-swap and
 //!   retries; [`probe`]: refuse a store that ignores conditional writes.
@@ -74,6 +75,7 @@ mod lock;
 pub mod object;
 pub mod probe;
 mod ranged;
+mod s3;
 pub mod update;
 pub mod url;
 
@@ -83,7 +85,8 @@ use std::path::{Path, PathBuf};
 
 pub use local::{set_public_read, LocalFs, StagedFile};
 pub use lock::{ChannelLock, LockError, LOCK_FILE};
-pub use object::{ObjectOptions, ObjectStorage, OpenError, Traffic};
+pub use object::{ObjectOptions, ObjectStorage, Traffic};
+pub use s3::OpenError;
 pub use url::{ChannelLocation, S3Location, UrlError};
 
 /// A directory entry or object as the indexer needs it.
