@@ -104,7 +104,7 @@ impl Files {
         json: &[u8],
         options: &IndexOptions,
     ) -> io::Result<()> {
-        let changed = storage.read(&path)?.as_deref() != Some(json);
+        let changed = !storage.holds(&path, json)?;
         for (wanted, compression) in [
             (options.bz2, Compression::Bz2),
             (options.zst, Compression::Zst(options.zstd_level)),

@@ -211,6 +211,11 @@ pub trait Storage: Sync + Send {
     /// The whole file and the version read, for a later
     /// [`PutMode::Replace`].
     fn read_versioned(&self, path: &str) -> io::Result<Option<(Vec<u8>, Version)>>;
+    /// Whether the file exists and holds exactly `bytes` (an object store
+    /// can often tell from the ETag, without downloading it).
+    fn holds(&self, path: &str, bytes: &[u8]) -> io::Result<bool> {
+        Ok(self.read(path)?.as_deref() == Some(bytes))
+    }
     /// Bytes `range` of the file (fewer if it ends first).
     fn read_range(&self, path: &str, range: Range<u64>) -> io::Result<Vec<u8>>;
     /// Writes `bytes` at `path` atomically and durably, as `mode` allows;

@@ -345,7 +345,7 @@ impl ObjectStorage {
     /// Whether the object at `key` already holds exactly `bytes`: an S3
     /// ETag of a single-part upload is the MD5 of its content, so a HEAD
     /// usually decides without reading the object back.
-    fn holds(&self, key: &Path, bytes: &[u8]) -> io::Result<bool> {
+    fn holds_at(&self, key: &Path, bytes: &[u8]) -> io::Result<bool> {
         let Some(meta) = self.head(key)? else {
             return Ok(false);
         };
@@ -512,6 +512,10 @@ impl Storage for ObjectStorage {
             .map(|(bytes, meta)| (bytes, object_version(&meta))))
     }
 
+    fn holds(&self, path: &str, bytes: &[u8]) -> io::Result<bool> {
+        self.holds_at(&self.key(path)?, bytes)
+    }
+
     fn read_range(&self, path: &str, range: Range<u64>) -> io::Result<Vec<u8>> {
         if range.is_empty() {
             return Ok(Vec::new());
@@ -546,7 +550,7 @@ impl Storage for ObjectStorage {
 
     fn write_atomic(&self, path: &str, bytes: &[u8]) -> io::Result<WriteOutcome> {
         let key = self.key(path)?;
-        if self.holds(&key, bytes)? {
+        if self.holds_at(&key, bytes)? {
             return Ok(WriteOutcome::Unchanged);
         }
         self.put_payload(
@@ -562,7 +566,7 @@ impl Storage for ObjectStorage {
         let mut todo = Vec::new();
         for (path, bytes) in files {
             let key = self.key(path)?;
-            if !self.holds(&key, bytes)? {
+            if !self.holds_at(&key, bytes)? {
                 todo.push((path, key, bytes));
             }
         }

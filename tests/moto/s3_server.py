@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import threading
+from urllib.parse import quote, unquote
 
 os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
 os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "true")
@@ -36,18 +37,34 @@ from moto.s3.models import s3_backends  # noqa: E402
 from werkzeug.serving import WSGIRequestHandler, make_server  # noqa: E402
 
 # moto 5.2.1 checks a signature against the percent-decoded URL
-# (`delimiter=/`), while clients sign the URL they sent (`delimiter=%2F`),
-# so every listing with a delimiter or prefix fails with
-# SignatureDoesNotMatch. Check it against the request line as received
-# (one request at a time, so a global holds it).
+# (`delimiter=/`), while SigV4 signs the query in its canonical encoding
+# (`delimiter=%2F`), so a listing with a delimiter or prefix fails with
+# SignatureDoesNotMatch for clients that encode it (object_store). Check it
+# against the path as received and the query in SigV4's canonical form
+# (each name and value encoded except A-Z a-z 0-9 - _ . ~), which every
+# client signs whether it sent `/` or `%2F`. One request at a time, so a
+# global holds the request line.
 RAW_URI = {"uri": ""}
 _create_aws_request = access_control.IAMRequestBase._create_aws_request
+
+
+def canonical_uri(raw):
+    path, _, query = raw.partition("?")
+    if not query:
+        return path
+    pairs = []
+    for pair in query.split("&"):
+        name, _, value = pair.partition("=")
+        pairs.append(
+            quote(unquote(name), safe="-_.~") + "=" + quote(unquote(value), safe="-_.~")
+        )
+    return path + "?" + "&".join(pairs)
 
 
 def _create_raw_aws_request(self):
     request = _create_aws_request(self)
     if RAW_URI["uri"]:
-        request.url = RAW_URI["uri"]
+        request.url = canonical_uri(RAW_URI["uri"])
     return request
 
 
