@@ -37,16 +37,10 @@
 )]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-// The command line's input is the operator's, and its errors end the
-// process with a message anyway.
-#[warn(clippy::unwrap_used)] // as everywhere by Cargo.toml's [lints]
-#[allow(
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    clippy::panic,
-    clippy::unreachable
-)]
+// The command line's input is the operator's: a bad flag is a usage
+// error, and it reports errors as messages rather than panicking, so only
+// indexing is allowed there.
+#[allow(clippy::indexing_slicing, clippy::string_slice)]
 pub mod cli;
 // Makes packages from the project's own specs, never from input.
 #[warn(clippy::unwrap_used)] // as everywhere by Cargo.toml's [lints]

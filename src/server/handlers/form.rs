@@ -10,9 +10,9 @@ use futures_util::StreamExt;
 
 use crate::publish::Staged;
 use crate::server::access_log::UploadNote;
-use crate::server::error::ApiError;
+use crate::server::error::{too_slow, ApiError};
+use crate::server::staging;
 use crate::server::state::AppState;
-use crate::server::{slow_clients, staging};
 
 /// Longest accepted text field (token, arch, sha256, force).
 const MAX_FIELD_BYTES: usize = 4096;
@@ -71,12 +71,12 @@ pub(super) async fn stage(
 /// fields, so passing it means the upload was too large.
 fn multipart_error(limit: u64) -> impl Fn(MultipartError) -> ApiError + Copy {
     move |err| {
-        if let Some(slow) = slow_clients::too_slow(&err) {
-            ApiError::TooSlow(slow.to_string())
+        if let Some(slow) = too_slow(&err) {
+            ApiError::TooSlow(*slow)
         } else if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge(limit)
         } else {
-            ApiError::BadRequest(format!("malformed multipart body: {}", err.body_text()))
+            ApiError::BadMultipart(err)
         }
     }
 }
