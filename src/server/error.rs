@@ -31,6 +31,8 @@ pub enum ApiError {
     BadQuery(#[from] QueryRejection),
     #[error("malformed multipart body: {}", .0.body_text())]
     BadMultipart(#[from] MultipartError),
+    #[error("form field is not UTF-8")]
+    NotUtf8(#[from] std::string::FromUtf8Error),
     /// A request body that broke off mid-way.
     #[error("reading the request body failed: {0}")]
     BadBody(axum::Error),
@@ -62,9 +64,11 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::BadRequest(_) | Self::BadQuery(_) | Self::BadMultipart(_) | Self::BadBody(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::BadRequest(_)
+            | Self::BadQuery(_)
+            | Self::BadMultipart(_)
+            | Self::NotUtf8(_)
+            | Self::BadBody(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

@@ -51,7 +51,7 @@ pub(super) async fn text_of_at_most(
         }
         bytes.extend_from_slice(&chunk);
     }
-    String::from_utf8(bytes).map_err(|_| ApiError::BadRequest("form field is not UTF-8".into()))
+    Ok(String::from_utf8(bytes)?)
 }
 
 /// Streams a file part into staging, noting its size for the access log.
