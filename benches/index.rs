@@ -136,6 +136,7 @@ fn big_subdir(n: usize) -> SubdirRepodata {
                 splitmix(&mut state) % (i as u64 / 4)
             )
         };
+        let sha256 = hex_digits(&mut state, 64);
         let record = format!(
             concat!(
                 "{{\"build\":\"{build}\",\"build_number\":{bn},\"depends\":[{deps}],",
@@ -148,7 +149,7 @@ fn big_subdir(n: usize) -> SubdirRepodata {
             deps = depends,
             md5 = hex_digits(&mut state, 32),
             name = name,
-            sha = hex_digits(&mut state, 64),
+            sha = sha256,
             size = 40_000 + splitmix(&mut state) % 200_000,
             ts = 1_700_000_000_000 + splitmix(&mut state) % 100_000_000_000,
             version = version,
@@ -158,6 +159,7 @@ fn big_subdir(n: usize) -> SubdirRepodata {
             IndexedPackage {
                 record,
                 run_exports: "{}".to_owned(),
+                sha256,
             },
         );
     }

@@ -3,41 +3,29 @@
 //! upload protocol shares. HTTP is not known here; `server::error` maps each
 //! [`PublishError`] to a status code.
 //!
-//! The order matters: nothing enters the channel until the file name, the
-//! client's checksum and the whole archive have been checked, and the upload
-//! is only reported published once the metadata listing it is durable.
-
-// Input reaches this code: it must fail with an error, never panic.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::string_slice,
-        clippy::panic,
-        clippy::unreachable,
-        clippy::todo,
-        clippy::unimplemented
-    )
-)]
+//! The order matters, and it only goes forward: the file name and the
+//! client's checksum, then the whole archive (`package`), then its record
+//! (`repodata`, from `index.json` parsed once), then the file is placed
+//! (`storage`, in `place`, create-only) and listed (`index`); the upload is
+//! only reported published once the metadata listing it is durable. Nothing
+//! enters the channel before every check has passed. Only a name already
+//! taken asks the catalog what it holds (a retry, a conflict or a forced
+//! replacement) before going on.
 
 use std::fs::{self, File};
 use std::io;
 use std::path::Path;
 
 use serde::Serialize;
-use serde_json::Value;
 use tempfile::TempPath;
 
 use crate::index::conda::{CondaChannel, CondaIndexError};
-use crate::index::{index_record, LiveIndex};
-use crate::package::{read_verified, Digests, PackageFormat};
-use crate::repodata::{is_valid_subdir, IndexedPackage};
-use crate::storage::{is_plain_name, set_public_read, FileStat, LocalFs, Storage};
-
-/// Longest accepted file name (conda's limit for package file names).
-pub const MAX_FILE_NAME: usize = 211;
+use crate::index::LiveIndex;
+use crate::package::{read_verified, Digests, PackageError};
+use crate::repodata::{
+    FileNameError, IndexedPackage, PackageFileName, Subdir, UploadRecord, UploadRecordError,
+};
+use crate::storage::{set_public_read, FileStat, LocalFs, Storage};
 
 /// An upload received into the staging directory (on the channel's file
 /// system, so it can be linked into place), hashed as it arrived. The file
@@ -74,12 +62,12 @@ pub struct Published {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    #[error("invalid file name {0:?}: expected a bare <name>-<version>-<build>.tar.bz2 or .conda of at most 211 characters")]
-    BadFileName(String),
+    #[error(transparent)]
+    BadFileName(#[from] FileNameError),
     #[error("sha256 mismatch: the client sent {expected}, the bytes received hash to {actual}")]
     ChecksumMismatch { expected: String, actual: String },
     #[error("not a valid conda package: {0}")]
-    InvalidPackage(String),
+    InvalidPackage(#[from] InvalidPackage),
     #[error("arch {arch:?} does not match the package's subdir {subdir:?}")]
     ArchMismatch { arch: String, subdir: String },
     #[error("{0} already exists with different content")]
@@ -90,6 +78,17 @@ pub enum PublishError {
     Storage(#[from] io::Error),
     #[error("conda index failed: {0}")]
     CondaIndex(#[from] CondaIndexError),
+}
+
+/// Why an upload is not a package the channel can list.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidPackage {
+    /// The archive: unreadable, truncated, unsafe to extract, a bomb.
+    #[error(transparent)]
+    Archive(#[from] PackageError),
+    /// Its `index.json`, or how it fits the file name.
+    #[error(transparent)]
+    Record(#[from] UploadRecordError),
 }
 
 /// Who keeps the channel's metadata: the native live index, or `conda
@@ -113,9 +112,7 @@ impl Catalog {
     /// The sha256 of the package already published under this name.
     fn existing_sha256(&self, subdir: &str, file_name: &str) -> io::Result<Option<String>> {
         match self {
-            Self::Native(live) => Ok(live
-                .get(subdir, file_name)
-                .and_then(|package| sha256_of_record(&package.record))),
+            Self::Native(live) => Ok(live.get(subdir, file_name).map(|package| package.sha256)),
             Self::Conda { storage, .. } => {
                 let path = format!("{subdir}/{file_name}");
                 if storage.stat(&path)?.is_none() {
@@ -162,19 +159,77 @@ impl Catalog {
 
 /// Validates the staged upload and publishes it. The staged file is
 /// consumed: linked into the channel, or removed.
-///
-/// The upload was hashed as it arrived; verification reads the staged file
-/// once more (from the page cache), because a `.conda` can only be trusted
-/// through its ZIP central directory, which comes last: reading its local
-/// headers as they stream by would check different bytes than conda uses.
 pub fn publish(
     catalog: &Catalog,
     staged: Staged,
     request: &PublishRequest,
     allow_overwrite: bool,
 ) -> Result<Published, PublishError> {
-    let file_name = &request.file_name;
-    let format = checked_format(file_name)?;
+    let (file_name, upload) = verify(&staged, request)?;
+    let subdir = upload.subdir.as_str();
+    let published = Published {
+        filename: file_name.to_string(),
+        subdir: subdir.to_owned(),
+        size: upload.digests.size,
+        md5: upload.digests.md5.clone(),
+        sha256: upload.digests.sha256.clone(),
+    };
+    let target = format!("{subdir}/{file_name}");
+    let storage = catalog.storage();
+    // Create-only first: a new name (the usual upload) goes straight on to
+    // be listed; a taken one is an identical retry, a conflict, or, when
+    // forced and allowed, a replacement.
+    let replaced = match place(storage, &staged.path, &target, Placement::CreateOnly)? {
+        Placed::Done => false,
+        Placed::NameTaken => {
+            match catalog.existing_sha256(subdir, file_name.as_str())? {
+                Some(existing) if existing == published.sha256 => {
+                    catalog.confirm_listed()?;
+                    return Ok(published); // an identical retry
+                }
+                Some(_) if request.force && allow_overwrite => {
+                    place(storage, &staged.path, &target, Placement::Replace)?;
+                    true
+                }
+                _ => return Err(PublishError::Conflict(target)),
+            }
+        }
+    };
+    let listed = storage.stat(&target)?.map_or_else(
+        || {
+            Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{target} vanished after placing it"),
+            )
+            .into())
+        },
+        |stat| catalog.add(subdir, stat, upload.package),
+    );
+    if let Err(err) = listed {
+        // Not listed, so not published: take it back out (a replaced
+        // package cannot be restored; the error says the upload failed).
+        if !replaced {
+            let _ = storage.remove(&target);
+        }
+        return Err(err);
+    }
+    Ok(published)
+}
+
+/// Every check an upload must pass before the channel is touched: its file
+/// name (bare, a package, in conda's grammar), the client's checksum, the
+/// whole archive, and its record.
+///
+/// The upload was hashed as it arrived; verification reads the staged file
+/// once more (from the page cache), because a `.conda` can only be trusted
+/// through its ZIP central directory, which comes last: reading its local
+/// headers as they stream by would check different bytes than conda uses.
+fn verify(
+    staged: &Staged,
+    request: &PublishRequest,
+) -> Result<(PackageFileName, UploadRecord), PublishError> {
+    let file_name = PackageFileName::parse(&request.file_name)?;
+    file_name.dist()?;
     let digests = &staged.digests;
     if let Some(expected) = &request.expected_sha256 {
         if !expected.trim().eq_ignore_ascii_case(&digests.sha256) {
@@ -184,57 +239,16 @@ pub fn publish(
             });
         }
     }
-    let members = read_verified(File::open(&staged.path)?, file_name)
-        .map_err(|e| PublishError::InvalidPackage(e.to_string()))?;
-    let package =
-        index_record(&members, digests).map_err(|e| PublishError::InvalidPackage(e.message))?;
-    let subdir = validated_subdir(&members.index_json, file_name, format)?;
-    if let Some(arch) = &request.arch {
-        if arch != &subdir {
-            return Err(PublishError::ArchMismatch {
-                arch: arch.clone(),
-                subdir,
-            });
-        }
+    let members = read_verified(File::open(&staged.path)?, file_name.as_str())
+        .map_err(InvalidPackage::from)?;
+    let upload = UploadRecord::new(&members, digests, &file_name).map_err(InvalidPackage::from)?;
+    match &request.arch {
+        Some(arch) if arch != upload.subdir.as_str() => Err(PublishError::ArchMismatch {
+            arch: arch.clone(),
+            subdir: upload.subdir.to_string(),
+        }),
+        _ => Ok((file_name, upload)),
     }
-    let published = Published {
-        filename: file_name.clone(),
-        subdir: subdir.clone(),
-        size: digests.size,
-        md5: digests.md5.clone(),
-        sha256: digests.sha256.clone(),
-    };
-    let target = format!("{subdir}/{file_name}");
-    let replace = request.force && allow_overwrite;
-    if let Some(existing) = catalog.existing_sha256(&subdir, file_name)? {
-        if existing == published.sha256 {
-            catalog.confirm_listed()?;
-            return Ok(published); // an identical retry
-        }
-        if !replace {
-            return Err(PublishError::Conflict(target));
-        }
-    }
-    place(catalog.storage(), &staged.path, &subdir, file_name, replace)?;
-    let listed = catalog.storage().stat(&target)?.map_or_else(
-        || {
-            Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{target} vanished after placing it"),
-            )
-            .into())
-        },
-        |stat| catalog.add(&subdir, stat, package),
-    );
-    if let Err(err) = listed {
-        // Not listed, so not published: take it back out (a replaced
-        // package cannot be restored; the error says the upload failed).
-        if !replace {
-            let _ = catalog.storage().remove(&target);
-        }
-        return Err(err);
-    }
-    Ok(published)
 }
 
 /// What a delete removed.
@@ -258,121 +272,94 @@ pub fn unpublish(
     subdir: &str,
     file_name: &str,
 ) -> Result<Unpublished, PublishError> {
-    checked_format(file_name)?;
+    let file_name = PackageFileName::parse(file_name)?;
     let target = format!("{subdir}/{file_name}");
-    if !is_valid_subdir(subdir) {
+    let Ok(subdir) = Subdir::parse(subdir) else {
         return Err(PublishError::NotFound(target));
-    }
+    };
     let storage = catalog.storage();
     if storage.stat(&target)?.is_none() {
         return Err(PublishError::NotFound(target));
     }
-    let path = storage.resolve(&target)?;
+    let Some(parked) = park(storage, staging, &target)? else {
+        return Err(PublishError::NotFound(target)); // a racing delete won
+    };
+    if let Err(err) = catalog.remove(subdir.as_str(), file_name.as_str()) {
+        // Still listed: put the file back where the listing points (a
+        // link, so an upload that took the name meanwhile is not replaced).
+        let restored = storage
+            .resolve(&target)
+            .and_then(|path| fs::hard_link(&parked, path));
+        if let Err(undo) = restored {
+            tracing::error!("could not restore {target} after a failed delete: {undo}");
+        }
+        return Err(err);
+    }
+    Ok(Unpublished {
+        filename: file_name.to_string(),
+        subdir: subdir.to_string(),
+    }) // `parked` is removed on drop
+}
+
+/// How [`place`] may put a file where a name is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// Only if the name is free (a hard link: atomic, so two racing
+    /// uploads of one name cannot both win).
+    CreateOnly,
+    /// Over whatever is there (a rename).
+    Replace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placed {
+    Done,
+    /// Create-only, and the name was taken: nothing changed.
+    NameTaken,
+}
+
+/// Moves the staged file to `target` (`subdir/file name`), durably.
+fn place(
+    storage: &LocalFs,
+    staged: &Path,
+    target: &str,
+    placement: Placement,
+) -> Result<Placed, PublishError> {
+    let subdir = target.rsplit_once('/').map_or("", |(dir, _)| dir);
+    storage.create_dir_all(subdir)?;
+    let file = File::open(staged)?;
+    set_public_read(&file)?;
+    file.sync_all()?;
+    let path = storage.resolve(target)?;
+    match placement {
+        Placement::Replace => fs::rename(staged, &path)?,
+        Placement::CreateOnly => match fs::hard_link(staged, &path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                return Ok(Placed::NameTaken);
+            }
+            Err(err) => return Err(err.into()),
+        },
+    }
+    File::open(storage.resolve(subdir)?)?.sync_all()?;
+    Ok(Placed::Done)
+}
+
+/// Moves `target` out of the channel into `staging` (one atomic rename on
+/// the same file system) and syncs its subdir; `None` if it was already
+/// gone. The file is removed when the returned path is dropped.
+fn park(storage: &LocalFs, staging: &Path, target: &str) -> io::Result<Option<TempPath>> {
+    let path = storage.resolve(target)?;
     let parked = tempfile::Builder::new()
         .prefix("deleted-")
         .tempfile_in(staging)?
         .into_temp_path();
     match fs::rename(&path, &parked) {
         Ok(()) => {}
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {
-            return Err(PublishError::NotFound(target)); // a racing delete won
-        }
-        Err(err) => return Err(err.into()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err),
     }
+    let subdir = target.rsplit_once('/').map_or("", |(dir, _)| dir);
     File::open(storage.resolve(subdir)?)?.sync_all()?;
-    if let Err(err) = catalog.remove(subdir, file_name) {
-        // Still listed: put the file back where the listing points (a
-        // link, so an upload that took the name meanwhile is not replaced).
-        if let Err(undo) = fs::hard_link(&parked, &path) {
-            tracing::error!("could not restore {target} after a failed delete: {undo}");
-        }
-        return Err(err);
-    }
-    Ok(Unpublished {
-        filename: file_name.to_owned(),
-        subdir: subdir.to_owned(),
-    }) // `parked` is removed on drop
-}
-
-fn checked_format(file_name: &str) -> Result<PackageFormat, PublishError> {
-    let bad = || PublishError::BadFileName(file_name.to_owned());
-    if file_name.len() > MAX_FILE_NAME
-        || !is_plain_name(file_name)
-        || file_name.contains("..")
-        || file_name.starts_with('.')
-    {
-        return Err(bad());
-    }
-    PackageFormat::from_file_name(file_name).ok_or_else(bad)
-}
-
-/// The subdir the package belongs in, from its `index.json` (never from the
-/// client), after checking the fields a channel needs.
-fn validated_subdir(
-    index_json: &[u8],
-    file_name: &str,
-    format: PackageFormat,
-) -> Result<String, PublishError> {
-    let invalid = |why: String| PublishError::InvalidPackage(why);
-    let value: Value =
-        serde_json::from_slice(index_json).map_err(|e| invalid(format!("info/index.json: {e}")))?;
-    let field = |key: &str| -> Result<String, PublishError> {
-        match value.get(key) {
-            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-            _ => Err(invalid(format!("info/index.json has no string {key:?}"))),
-        }
-    };
-    let (name, version, build, subdir) = (
-        field("name")?,
-        field("version")?,
-        field("build")?,
-        field("subdir")?,
-    );
-    let expected = format!("{name}-{version}-{build}{}", format.extension());
-    if expected != file_name {
-        return Err(invalid(format!(
-            "file name {file_name:?} does not match index.json ({expected:?})"
-        )));
-    }
-    if !is_valid_subdir(&subdir) {
-        return Err(invalid(format!(
-            "index.json subdir {subdir:?} is not a valid subdir name (CEP 26)"
-        )));
-    }
-    Ok(subdir)
-}
-
-fn sha256_of_record(record: &str) -> Option<String> {
-    let value: Value = serde_json::from_str(record).ok()?;
-    value.get("sha256")?.as_str().map(str::to_owned)
-}
-
-/// Moves the staged file to `subdir/file_name`, durably. Without `replace`,
-/// a hard link makes "create only if absent" atomic, so two racing uploads
-/// of one name cannot both win.
-fn place(
-    storage: &LocalFs,
-    staged: &Path,
-    subdir: &str,
-    file_name: &str,
-    replace: bool,
-) -> Result<(), PublishError> {
-    storage.create_dir_all(subdir)?;
-    let file = File::open(staged)?;
-    set_public_read(&file)?;
-    file.sync_all()?;
-    let target = storage.resolve(&format!("{subdir}/{file_name}"))?;
-    if replace {
-        fs::rename(staged, &target)?;
-    } else {
-        match fs::hard_link(staged, &target) {
-            Ok(()) => {}
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(PublishError::Conflict(format!("{subdir}/{file_name}")));
-            }
-            Err(err) => return Err(err.into()),
-        }
-    }
-    File::open(storage.resolve(subdir)?)?.sync_all()?;
-    Ok(())
+    Ok(Some(parked))
 }

@@ -18,11 +18,9 @@ use std::time::SystemTime;
 
 use arbitrary::Arbitrary;
 use artifact_upload_handler::generate::{package_bytes, Format, PackageSpec};
-use artifact_upload_handler::index::{IndexOptions, LiveIndex};
+use artifact_upload_handler::index::IndexOptions;
 use artifact_upload_handler::package::Hasher;
-use artifact_upload_handler::publish::Catalog;
-use artifact_upload_handler::server::{router, AppState, Limits, NamedToken, STAGING_DIR};
-use artifact_upload_handler::storage::LocalFs;
+use artifact_upload_handler::server::{router, AppState, Indexer, Limits, NamedToken, ServeConfig};
 use artifact_upload_handler::token::Token;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
@@ -168,26 +166,18 @@ impl Channel {
         let subdir = path.join(&present.subdir);
         std::fs::create_dir_all(&subdir).expect("create subdir");
         std::fs::write(subdir.join(&present.file_name), &present.bytes).expect("write package");
-        let staging = path.join(STAGING_DIR);
-        std::fs::create_dir_all(&staging).expect("create staging");
-        let (live, _) = LiveIndex::open(LocalFs::new(&path), IndexOptions::default())
-            .expect("index the channel");
-        let tokens = vec![NamedToken {
+        let mut config = ServeConfig::new(&path);
+        config.indexer = Indexer::Native(IndexOptions::default());
+        config.tokens = vec![NamedToken {
             name: "fuzz".into(),
             hash: Token::new(TOKEN).hash(),
         }];
-        let limits = Limits {
+        config.limits = Limits {
             max_upload_bytes: MAX_UPLOAD_BYTES,
             max_concurrent_uploads: 4,
             ..Limits::default()
         };
-        let state = Arc::new(AppState::new(
-            Catalog::Native(live),
-            tokens,
-            limits,
-            false,
-            staging,
-        ));
+        let state = Arc::new(AppState::open(&config).expect("open the channel"));
         Self {
             _root: root,
             root: path,

@@ -12,23 +12,19 @@ use anyhow::{bail, Context};
 use axum_server::tls_rustls::RustlsConfig;
 use clap::{Args, ValueEnum};
 
-use crate::index::conda::{CondaChannel, CondaIndexer};
-use crate::index::{IndexOptions, LiveIndex};
-use crate::publish::Catalog;
-use crate::repodata::is_valid_subdir;
-use crate::server::state::{default_channel_name, ChannelAccess};
-use crate::server::{self, staging, tls, AppState, Limits, NamedToken, STAGING_DIR};
-use crate::storage::{is_plain_name, ChannelLocation, ChannelLock, LocalFs};
+use crate::index::conda::CondaIndexer;
+use crate::index::IndexOptions;
+use crate::repodata::Subdir;
+use crate::server::config::SERVE_ZSTD_LEVEL;
+use crate::server::{
+    self, staging, tls, AppState, Indexer, Limits, NamedToken, ServeConfig, TlsSetting,
+};
+use crate::storage::ChannelLocation;
 use crate::token::{Token, TokenHash};
 
 /// Where the self-signed certificate is kept, under the channel root (never
 /// served: dot directories are not channel content).
 const TLS_DIR: &str = ".auh-tls";
-
-/// Fast enough to recompress a large subdir's repodata.json on every
-/// upload on a busy machine (on generated repodata, level 3 took twice as
-/// long and was not smaller).
-const SERVE_ZSTD_LEVEL: i32 = 1;
 
 /// Run the upload server (HTTPS): clients POST packages with a token; each
 /// is validated, placed in the channel and listed in repodata.json before
@@ -64,8 +60,8 @@ pub struct ServeArgs {
     )]
     conda_exe: Option<PathBuf>,
     /// Who writes the metadata after each upload.
-    #[arg(long, value_enum, env = "AUH_INDEXER", default_value_t = Indexer::Native)]
-    indexer: Indexer,
+    #[arg(long, value_enum, env = "AUH_INDEXER", default_value_t = IndexerFlag::Native)]
+    indexer: IndexerFlag,
     /// PEM certificate chain (with --keyfile); without both, a self-signed
     /// certificate for localhost is made (and reused).
     #[arg(short = 'c', long, env = "AUH_CERTFILE", requires = "keyfile")]
@@ -137,7 +133,7 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Indexer {
+enum IndexerFlag {
     /// The built-in indexer: incremental, in memory, no conda needed.
     Native,
     /// Run `CONDA_EXE index CHANNEL` after each upload (serialised).
@@ -164,79 +160,97 @@ pub fn run(args: ServeArgs) -> ExitCode {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Everything that can be wrong with the command line fails before the
     // channel is touched.
-    check_local_channel(&args.write_dir)?;
-    let tokens = load_tokens(&args)?;
-    check_channel_name(args.channel_name.as_deref())?;
-    let operator_tls = operator_tls(&args)?;
-    let address = SocketAddr::new(args.bind, args.port);
-    let listener =
-        TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"))?;
-    let root = channel_root(&args.write_dir);
-    fs::create_dir_all(&root)
-        .with_context(|| format!("cannot create channel directory {}", root.display()))?;
-    let _lock = ChannelLock::acquire(&root)?;
-    let tls = match operator_tls {
-        Some(tls) => Some(tls),
-        None if args.insecure_http => None,
-        None => Some(self_signed_tls(&root)?),
+    let config = args.into_config()?;
+    config.check()?;
+    let operator_tls = match &config.tls {
+        TlsSetting::Files { cert, key } => Some(tls::load(cert, key)?),
+        TlsSetting::SelfSigned => None,
+        TlsSetting::Off => {
+            tracing::warn!("serving plain HTTP: only do this behind a TLS-terminating proxy");
+            None
+        }
     };
-    let staging = root.join(STAGING_DIR);
-    staging::clean(&staging).with_context(|| {
-        format!(
-            "cannot prepare {} (is the channel writable?)",
-            staging.display()
-        )
-    })?;
-    let catalog = open_catalog(&args, &root)?;
-    let limits = Limits {
-        max_upload_bytes: args.max_upload_size,
-        max_concurrent_uploads: args.max_concurrent_uploads,
-        idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
-        header_timeout: Duration::from_secs(args.header_timeout.max(1)),
-        min_upload_rate: args.min_upload_rate,
-    };
-    let access = ChannelAccess {
-        name: args
-            .channel_name
-            .clone()
-            .unwrap_or_else(|| default_channel_name(&root)),
-        private: args.private,
-        metadata_max_age: args.metadata_max_age,
+    let listener = TcpListener::bind(config.listen)
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let state = Arc::new(AppState::open(&config)?);
+    let root = &config.root;
+    let tls = match (operator_tls, &config.tls) {
+        (Some(tls), _) => Some(tls),
+        (None, TlsSetting::SelfSigned) => Some(self_signed_tls(root)?),
+        (None, _) => None,
     };
     tracing::info!(
         "channel {:?}{}",
-        access.name,
-        if access.private { " (private)" } else { "" }
-    );
-    let state = Arc::new(
-        AppState::new(
-            catalog,
-            tokens,
-            limits,
-            args.allow_overwrite,
-            staging.clone(),
-        )
-        .with_access(access),
+        state.access.name,
+        if state.access.private {
+            " (private)"
+        } else {
+            ""
+        }
     );
     let scheme = if tls.is_some() { "https" } else { "http" };
     let bound = listener.local_addr()?;
     println!("serving {} at {scheme}://{bound}/", root.display());
-    let grace = Duration::from_secs(args.shutdown_grace);
-    server::run(state, listener, tls, shutdown_signal(), grace).await?;
-    staging::clean(&staging)?;
+    let grace = config.shutdown_grace;
+    server::run(state.clone(), listener, tls, shutdown_signal(), grace).await?;
+    // Still holding the channel's lock (in `state`): no other writer can
+    // have started receiving into staging yet.
+    staging::clean(&state.staging)?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// A channel name is one URL path segment.
-fn check_channel_name(name: Option<&str>) -> anyhow::Result<()> {
-    match name {
-        Some(name) if !is_plain_name(name) || name.starts_with('.') || name.contains('%') => {
-            anyhow::bail!(
-                "--channel-name {name:?}: expected one plain name (no '/', no leading '.')"
-            )
-        }
-        _ => Ok(()),
+impl ServeArgs {
+    /// The command line's flags as the server's configuration: token files
+    /// read, the channel root found, every choice made.
+    fn into_config(self) -> anyhow::Result<ServeConfig> {
+        check_local_channel(&self.write_dir)?;
+        let tokens = load_tokens(&self)?;
+        let indexer = match self.indexer {
+            IndexerFlag::Native => {
+                if let Some(exe) = &self.conda_exe {
+                    tracing::info!(
+                        "-e {} is not used: the native indexer keeps the metadata (--indexer conda to use conda)",
+                        exe.display()
+                    );
+                }
+                Indexer::Native(IndexOptions {
+                    zst: !self.no_zst,
+                    zstd_level: self.zstd_level,
+                    ..IndexOptions::default()
+                })
+            }
+            IndexerFlag::Conda => Indexer::Conda(CondaIndexer {
+                exe: self.conda_exe.clone().unwrap_or_else(|| "conda".into()),
+                zst: !self.no_zst,
+                ..CondaIndexer::default()
+            }),
+        };
+        let tls = match (self.insecure_http, self.certfile, self.keyfile) {
+            (true, _, _) => TlsSetting::Off,
+            (false, Some(cert), Some(key)) => TlsSetting::Files { cert, key },
+            _ => TlsSetting::SelfSigned,
+        };
+        Ok(ServeConfig {
+            root: channel_root(&self.write_dir),
+            tokens,
+            // The original's 0 meant "as short as possible": one second.
+            limits: Limits {
+                max_upload_bytes: self.max_upload_size,
+                max_concurrent_uploads: self.max_concurrent_uploads.max(1),
+                idle_timeout: Duration::from_secs(self.idle_timeout.max(1)),
+                header_timeout: Duration::from_secs(self.header_timeout.max(1)),
+                min_upload_rate: self.min_upload_rate,
+            },
+            allow_overwrite: self.allow_overwrite,
+            channel_name: self.channel_name,
+            private: self.private,
+            metadata_max_age: self.metadata_max_age,
+            indexer,
+            listen: SocketAddr::new(self.bind, self.port),
+            tls,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace),
+        })
     }
 }
 
@@ -256,7 +270,7 @@ fn check_local_channel(write_dir: &Path) -> anyhow::Result<()> {
 
 fn channel_root(write_dir: &Path) -> PathBuf {
     match write_dir.file_name().and_then(|n| n.to_str()) {
-        Some(name) if is_valid_subdir(name) => {
+        Some(name) if Subdir::is_valid(name) => {
             let parent = write_dir
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
@@ -269,52 +283,6 @@ fn channel_root(write_dir: &Path) -> PathBuf {
             parent.to_path_buf()
         }
         _ => write_dir.to_path_buf(),
-    }
-}
-
-/// The native live index (loaded with the same cache as `index`, so a
-/// restart on a big channel reads only what changed), or the conda
-/// fallback.
-fn open_catalog(args: &ServeArgs, root: &Path) -> anyhow::Result<Catalog> {
-    let storage = LocalFs::new(root);
-    match args.indexer {
-        Indexer::Native => {
-            if let Some(exe) = &args.conda_exe {
-                tracing::info!(
-                    "-e {} is not used: the native indexer keeps the metadata (--indexer conda to use conda)",
-                    exe.display()
-                );
-            }
-            let options = IndexOptions {
-                zst: !args.no_zst,
-                zstd_level: args.zstd_level,
-                ..IndexOptions::default()
-            };
-            let (live, summary) = LiveIndex::open(storage, options)
-                .with_context(|| format!("cannot index {}", root.display()))?;
-            tracing::info!(
-                "channel {}: {} packages in {} subdirs ({} read, {} left out) in {:.2} s",
-                root.display(),
-                summary.packages,
-                summary.subdirs,
-                summary.read,
-                summary.left_out.len(),
-                summary.elapsed.as_secs_f64()
-            );
-            Ok(Catalog::Native(live))
-        }
-        Indexer::Conda => {
-            let indexer = CondaIndexer {
-                exe: args.conda_exe.clone().unwrap_or_else(|| "conda".into()),
-                zst: !args.no_zst,
-                ..CondaIndexer::default()
-            };
-            let conda = CondaChannel::new(root, indexer);
-            conda
-                .refresh()
-                .context("the conda indexer does not work (check -e/--conda-exe)")?;
-            Ok(Catalog::Conda { storage, conda })
-        }
     }
 }
 
@@ -368,18 +336,6 @@ fn read_token_file(path: &Path) -> anyhow::Result<Vec<NamedToken>> {
         bail!("token file {} holds no tokens", path.display());
     }
     Ok(tokens)
-}
-
-/// The operator's certificate and key, if given (plain HTTP needs none).
-fn operator_tls(args: &ServeArgs) -> anyhow::Result<Option<RustlsConfig>> {
-    if args.insecure_http {
-        tracing::warn!("serving plain HTTP: only do this behind a TLS-terminating proxy");
-        return Ok(None);
-    }
-    match (&args.certfile, &args.keyfile) {
-        (Some(cert), Some(key)) => Ok(Some(tls::load(cert, key)?)),
-        _ => Ok(None),
-    }
 }
 
 fn self_signed_tls(root: &Path) -> anyhow::Result<RustlsConfig> {

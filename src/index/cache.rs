@@ -97,10 +97,20 @@ struct StoredEntry {
     record: Option<Box<RawValue>>,
     #[serde(default)]
     run_exports: Option<Box<RawValue>>,
+    /// Also in `record`; caches written before it was stored separately
+    /// lack it, and it is then read from the record once.
+    #[serde(default)]
+    sha256: Option<String>,
     #[serde(default)]
     left_out: Option<String>,
     #[serde(default)]
     listed_in_run_exports: bool,
+}
+
+/// The one field of a record a cache without `sha256` is read for.
+#[derive(Deserialize)]
+struct RecordSha256 {
+    sha256: String,
 }
 
 /// Loads a subdir's cache; a missing, unreadable or outdated cache is empty
@@ -158,6 +168,8 @@ pub(crate) fn to_bytes(entries: &BTreeMap<String, CacheEntry>) -> Vec<u8> {
                 out.extend_from_slice(package.record.as_bytes());
                 out.extend_from_slice(b",\"run_exports\":");
                 out.extend_from_slice(package.run_exports.as_bytes());
+                out.extend_from_slice(b",\"sha256\":");
+                write_string(&mut out, &package.sha256);
             }
             Outcome::LeftOut(reason) => {
                 out.extend_from_slice(b",\"left_out\":");
@@ -176,7 +188,7 @@ pub(crate) fn to_bytes(entries: &BTreeMap<String, CacheEntry>) -> Vec<u8> {
 impl CacheEntry {
     fn stored_len(&self) -> usize {
         match &self.outcome {
-            Outcome::Indexed(p) => p.record.len() + p.run_exports.len(),
+            Outcome::Indexed(p) => p.record.len() + p.run_exports.len() + p.sha256.len(),
             Outcome::LeftOut(reason) => reason.message.len(),
         }
     }
@@ -185,10 +197,21 @@ impl CacheEntry {
 impl StoredEntry {
     fn into_entry(self) -> Option<CacheEntry> {
         let outcome = match (self.record, self.run_exports, self.left_out) {
-            (Some(record), Some(run_exports), None) => Outcome::Indexed(IndexedPackage {
-                record: record.get().to_owned(),
-                run_exports: run_exports.get().to_owned(),
-            }),
+            (Some(record), Some(run_exports), None) => {
+                let sha256 = match self.sha256 {
+                    Some(sha256) => sha256,
+                    None => {
+                        serde_json::from_str::<RecordSha256>(record.get())
+                            .ok()?
+                            .sha256
+                    }
+                };
+                Outcome::Indexed(IndexedPackage {
+                    record: record.get().to_owned(),
+                    run_exports: run_exports.get().to_owned(),
+                    sha256,
+                })
+            }
             (None, None, Some(message)) => Outcome::LeftOut(LeftOutReason {
                 message,
                 listed_in_run_exports: self.listed_in_run_exports,
@@ -223,6 +246,7 @@ mod tests {
                 outcome: Outcome::Indexed(IndexedPackage {
                     record: r#"{"name":"a","x":1e+16}"#.into(),
                     run_exports: "{}".into(),
+                    sha256: "ab".into(),
                 }),
             },
         );
@@ -235,6 +259,7 @@ mod tests {
                 outcome: Outcome::Indexed(IndexedPackage {
                     record: r#"{"name":"\u00e9t\u00e9","depends":["a \"b\""]}"#.into(),
                     run_exports: r#"{"weak":["x"]}"#.into(),
+                    sha256: "cd".into(),
                 }),
             },
         );
@@ -255,6 +280,22 @@ mod tests {
             .write_atomic(&cache_path("noarch"), &to_bytes(&entries))
             .unwrap();
         assert_eq!(load(&storage, "noarch"), entries);
+    }
+
+    #[test]
+    fn a_cache_without_sha256_fields_reads_them_from_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalFs::new(dir.path());
+        storage.create_dir_all("noarch/.cache").unwrap();
+        let old = br#"{"version":1,"packages":{"a-1-0.conda":{"size":1,"mtime_ns":2,"record":{"name":"a","sha256":"ab"},"run_exports":{}},"b-1-0.conda":{"size":1,"mtime_ns":2,"record":{"name":"b"},"run_exports":{}}}}"#;
+        storage.write_atomic(&cache_path("noarch"), old).unwrap();
+        let loaded = load(&storage, "noarch");
+        let Some(Outcome::Indexed(package)) = loaded.get("a-1-0.conda").map(|e| &e.outcome) else {
+            panic!("{loaded:?}");
+        };
+        assert_eq!(package.sha256, "ab");
+        // Without any sha256 the entry is dropped: the package is read again.
+        assert!(!loaded.contains_key("b-1-0.conda"));
     }
 
     #[test]

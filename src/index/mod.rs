@@ -6,21 +6,6 @@
 //! as in the subdir's cache; size and ETag in an object store) are not
 //! opened at all.
 
-// Input reaches this code: it must fail with an error, never panic.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::string_slice,
-        clippy::panic,
-        clippy::unreachable,
-        clippy::todo,
-        clippy::unimplemented
-    )
-)]
-
 mod cache;
 pub mod conda;
 mod live;
@@ -40,10 +25,8 @@ use cache::{CacheEntry, Outcome};
 pub use live::LiveIndex;
 pub use outputs::DEFAULT_ZSTD_LEVEL;
 
-use crate::package::{read_package, Digests, InfoMembers};
-use crate::repodata::{
-    build_record, normalise_run_exports, IndexedPackage, JsonStyle, SubdirRepodata,
-};
+use crate::package::read_package;
+use crate::repodata::{IndexedPackage, JsonStyle, SubdirRepodata};
 use crate::storage::{FileStat, Storage};
 
 /// What to index and which files to write.
@@ -278,22 +261,7 @@ pub fn index_package(
         listed_in_run_exports: e.conda_index_tolerates(),
         message: e.to_string(),
     })?;
-    index_record(&info.members, &info.digests)
-}
-
-/// Builds what the index keeps for a package from its info members and
-/// digests.
-pub fn index_record(
-    members: &InfoMembers,
-    digests: &Digests,
-) -> Result<IndexedPackage, LeftOutReason> {
-    let record = build_record(&members.index_json, digests).map_err(LeftOutReason::from)?;
-    let run_exports =
-        normalise_run_exports(members.run_exports_json.as_deref()).map_err(LeftOutReason::from)?;
-    Ok(IndexedPackage {
-        record,
-        run_exports,
-    })
+    Ok(IndexedPackage::new(&info.members, &info.digests)?)
 }
 
 /// Builds and writes one subdir's metadata and cache; returns its index,

@@ -5,13 +5,13 @@ use std::collections::BTreeSet;
 
 use super::IndexError;
 use crate::package::PackageFormat;
-use crate::repodata::is_valid_subdir;
+use crate::repodata::Subdir;
 use crate::storage::{FileStat, Storage, TEMP_PREFIX};
 
 /// Refuses a requested subdir that is not a CEP 26 name (before anything
 /// on disk is touched).
 pub(crate) fn check_names(requested: &[String]) -> Result<(), IndexError> {
-    match requested.iter().find(|s| !is_valid_subdir(s)) {
+    match requested.iter().find(|s| !Subdir::is_valid(s)) {
         Some(bad) => Err(IndexError::InvalidSubdir(bad.clone())),
         None => Ok(()),
     }
@@ -29,7 +29,7 @@ pub(crate) fn subdirs(
             .list("")
             .map_err(|e| IndexError::io("listing the channel directory", e))?
             .into_iter()
-            .filter(|e| e.is_dir && is_valid_subdir(&e.name))
+            .filter(|e| e.is_dir && Subdir::is_valid(&e.name))
             .map(|e| e.name)
             .collect()
     } else {

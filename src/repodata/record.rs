@@ -5,7 +5,8 @@
 use serde_json::{Map, Value};
 
 use super::json::{to_python_json, JsonStyle};
-use crate::package::Digests;
+use super::IndexedPackage;
+use crate::package::{Digests, InfoMembers};
 
 /// Keys conda-index 0.13.0 removes from `index.json` (`cache.py`,
 /// `filter_fields`).
@@ -58,16 +59,48 @@ impl RecordError {
 /// Builds the record for a package and returns it as compact conda-index
 /// JSON, ready to be spliced into `repodata.json`.
 pub fn build_record(index_json: &[u8], digests: &Digests) -> Result<String, RecordError> {
-    let Value::Object(mut record) = parse("info/index.json", index_json)? else {
-        return Err(RecordError::NotAnObject);
-    };
-    for key in STRIPPED_KEYS {
-        record.remove(key);
+    Ok(record_from(parse_index_json(index_json)?, digests))
+}
+
+/// `info/index.json` read as conda-index reads it (a byte-order mark
+/// allowed, nesting and numbers bounded); it must be an object.
+pub fn parse_index_json(index_json: &[u8]) -> Result<Map<String, Value>, RecordError> {
+    match parse("info/index.json", index_json)? {
+        Value::Object(index) => Ok(index),
+        _ => Err(RecordError::NotAnObject),
     }
-    record.insert("md5".into(), Value::String(digests.md5.clone()));
-    record.insert("sha256".into(), Value::String(digests.sha256.clone()));
-    record.insert("size".into(), Value::from(digests.size));
-    Ok(compact(&Value::Object(record)))
+}
+
+/// The record made from a parsed `index.json`, as compact conda-index JSON.
+pub fn record_from(mut index: Map<String, Value>, digests: &Digests) -> String {
+    for key in STRIPPED_KEYS {
+        index.remove(key);
+    }
+    index.insert("md5".into(), Value::String(digests.md5.clone()));
+    index.insert("sha256".into(), Value::String(digests.sha256.clone()));
+    index.insert("size".into(), Value::from(digests.size));
+    compact(&Value::Object(index))
+}
+
+impl IndexedPackage {
+    /// What the index keeps for a package, from its info members and the
+    /// file's digests.
+    pub fn new(members: &InfoMembers, digests: &Digests) -> Result<Self, RecordError> {
+        Self::from_index(parse_index_json(&members.index_json)?, members, digests)
+    }
+
+    /// The same, from an `index.json` already parsed.
+    pub(super) fn from_index(
+        index: Map<String, Value>,
+        members: &InfoMembers,
+        digests: &Digests,
+    ) -> Result<Self, RecordError> {
+        Ok(Self {
+            record: record_from(index, digests),
+            run_exports: normalise_run_exports(members.run_exports_json.as_deref())?,
+            sha256: digests.sha256.clone(),
+        })
+    }
 }
 
 /// The `run_exports` value conda-index writes for a package: the parsed
@@ -177,13 +210,7 @@ fn compact(value: &Value) -> String {
 mod tests {
     use super::*;
 
-    fn digests() -> Digests {
-        Digests {
-            md5: "m".into(),
-            sha256: "s".into(),
-            size: 7,
-        }
-    }
+    use crate::repodata::test_digests as digests;
 
     #[test]
     fn strips_platform_keys_and_adds_digests() {

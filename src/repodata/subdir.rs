@@ -12,11 +12,13 @@ use super::json::{to_python_json, write_string, JsonStyle};
 use crate::package::PackageFormat;
 
 /// What the index keeps per package: its record and run_exports, each as
-/// compact conda-index JSON.
+/// compact conda-index JSON, and the file's sha256 (also in the record;
+/// kept apart so it never has to be parsed back out).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexedPackage {
     pub record: String,
     pub run_exports: String,
+    pub sha256: String,
 }
 
 /// Every indexed package of one subdir, keyed by file name.
@@ -149,6 +151,7 @@ mod tests {
                 IndexedPackage {
                     record: format!("{{\"fn\":\"{name}\"}}"),
                     run_exports: "{}".into(),
+                    sha256: String::new(),
                 },
             );
         }

@@ -1,17 +1,111 @@
-//! Where a request's token comes from. The original protocol sends it as a
-//! form field (see `handlers::original`); every other client sends it in a
-//! header, in one of the forms conda tools use: `Authorization: Bearer`
-//! (prefix.dev, pixi, rattler), `X-API-Key` (quetz), `Authorization: Basic`
-//! with the token as the password (artifactory-style clients, conda's
-//! `https://user:token@host` URLs), or, for reads only, conda's
-//! `/t/<token>/…` URL prefix. A token is never taken from a query string.
+//! The front door of the header-token routes, and where a request's token
+//! comes from.
+//!
+//! [`Authorized`] and [`Uploading`] are extractors: a handler that takes
+//! one runs only for a request that got through, in this order — no token
+//! in the query string, a configured token in the headers, the channel
+//! named in the path (if the route names one) this channel's, and, for
+//! [`Uploading`], one of the upload slots. Extractors run before the body
+//! is read, so an outsider is turned away before taking a slot and before
+//! the server reads a byte of what it sent.
+//!
+//! The original protocol sends its token as a form field (see
+//! `handlers::original`); every other client sends it in a header, in one
+//! of the forms conda tools use: `Authorization: Bearer` (prefix.dev, pixi,
+//! rattler), `X-API-Key` (quetz), `Authorization: Basic` with the token as
+//! the password (artifactory-style clients, conda's `https://user:token@host`
+//! URLs), or, for reads only, conda's `/t/<token>/…` URL prefix. A token is
+//! never taken from a query string.
 
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Uri};
+use axum::response::Response;
 use base64::Engine as _;
 
-use super::error::ApiError;
+use super::access_log::UploadNote;
+use super::error::{refusal, ApiError};
+use super::state::{AppState, UploadSlot};
 use crate::token::Token;
+
+/// A request through the front door: its token's name is in `note`, which
+/// also names the package when the path does.
+pub struct Authorized {
+    pub state: Arc<AppState>,
+    pub note: UploadNote,
+}
+
+/// An [`Authorized`] request holding an upload slot, which it keeps until
+/// this is dropped (after its answer is made).
+pub struct Uploading {
+    pub state: Arc<AppState>,
+    pub note: UploadNote,
+    pub slot: UploadSlot,
+}
+
+impl FromRequestParts<Arc<AppState>> for Authorized {
+    /// The refusal, with its access-log note.
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let params = RawPathParams::from_request_parts(parts, state).await.ok();
+        let param = |key: &str| {
+            params
+                .as_ref()
+                .and_then(|params| params.iter().find(|(k, _)| *k == key))
+                .map(|(_, value)| value.to_owned())
+        };
+        let mut note = UploadNote {
+            package: match (param("subdir"), param("filename")) {
+                (Some(subdir), Some(file)) => Some(format!("{subdir}/{file}")),
+                (None, file) => file,
+                (Some(_), None) => None,
+            },
+            ..UploadNote::default()
+        };
+        let checked = refuse_query_token(&parts.uri)
+            .and_then(|()| authenticate_headers(state, &parts.headers))
+            .map(|name| note.token = Some(name))
+            .and_then(|()| match param("channel") {
+                Some(channel) => state.check_channel(&channel),
+                None => Ok(()),
+            });
+        match checked {
+            Ok(()) => Ok(Self {
+                state: state.clone(),
+                note,
+            }),
+            Err(err) => Err(refusal(err, note)),
+        }
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Uploading {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let Authorized { state, note } = Authorized::from_request_parts(parts, state).await?;
+        match state.upload_slot().await {
+            Ok(slot) => Ok(Self { state, note, slot }),
+            Err(err) => Err(refusal(err, note)),
+        }
+    }
+}
+
+/// The name of the configured token a request carries in its headers.
+pub fn authenticate_headers(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    let token = header_token(headers)?.ok_or(ApiError::Unauthorized)?;
+    state.authenticate(&token)
+}
 
 /// The quetz client's header.
 const API_KEY_HEADER: &str = "x-api-key";

@@ -2,11 +2,15 @@
 //! error has one JSON shape: `{"error": "…"}`. A 5xx never shows internals;
 //! the details go to the log.
 
+use axum::extract::multipart::MultipartError;
+use axum::extract::rejection::QueryRejection;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use super::access_log::UploadNote;
 use crate::publish::PublishError;
+use crate::repodata::FileNameError;
 use crate::storage::is_storage_full;
 
 /// What a client is told when the disk is full: it is not the client's
@@ -23,6 +27,15 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     BadRequest(String),
+    #[error("malformed query string: {0}")]
+    BadQuery(#[from] QueryRejection),
+    #[error("malformed multipart body: {}", .0.body_text())]
+    BadMultipart(#[from] MultipartError),
+    #[error("form field is not UTF-8")]
+    NotUtf8(#[from] std::string::FromUtf8Error),
+    /// A request body that broke off mid-way.
+    #[error("reading the request body failed: {0}")]
+    BadBody(axum::Error),
     #[error("{0}")]
     NotFound(String),
     #[error("method not allowed")]
@@ -32,8 +45,8 @@ pub enum ApiError {
     #[error("the client sent nothing for {0} seconds")]
     Timeout(u64),
     /// The body arrived below the minimum rate (slow_clients).
-    #[error("{0}")]
-    TooSlow(String),
+    #[error(transparent)]
+    TooSlow(TooSlow),
     #[error("too many uploads in progress; retry shortly")]
     Busy,
     /// The channel's file system is full (or over quota) while receiving.
@@ -42,37 +55,28 @@ pub enum ApiError {
     #[error(transparent)]
     Publish(#[from] PublishError),
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(std::io::Error),
+    #[error("worker task failed: {0}")]
+    Worker(#[from] tokio::task::JoinError),
 }
 
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_)
+            | Self::BadQuery(_)
+            | Self::BadMultipart(_)
+            | Self::NotUtf8(_)
+            | Self::BadBody(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Timeout(_) | Self::TooSlow(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
-            Self::Publish(PublishError::Storage(err)) if is_storage_full(err) => {
-                StatusCode::INSUFFICIENT_STORAGE
-            }
-            Self::Publish(err) => match err {
-                PublishError::BadFileName(_) | PublishError::ChecksumMismatch { .. } => {
-                    StatusCode::BAD_REQUEST
-                }
-                PublishError::InvalidPackage(_) | PublishError::ArchMismatch { .. } => {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                }
-                PublishError::Conflict(_) => StatusCode::CONFLICT,
-                PublishError::NotFound(_) => StatusCode::NOT_FOUND,
-                PublishError::Storage(_) | PublishError::CondaIndex(_) => {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                }
-            },
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Publish(err) => publish_status(err),
+            Self::Internal(_) | Self::Worker(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -89,12 +93,29 @@ impl ApiError {
     }
 }
 
+/// 400 for a malformed request, 422 for a package the channel cannot take
+/// (its name outside conda's grammar included), 507 for a full disk.
+fn publish_status(err: &PublishError) -> StatusCode {
+    match err {
+        PublishError::Storage(err) if is_storage_full(err) => StatusCode::INSUFFICIENT_STORAGE,
+        PublishError::BadFileName(FileNameError::Grammar { .. })
+        | PublishError::InvalidPackage(_)
+        | PublishError::ArchMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        PublishError::BadFileName(_) | PublishError::ChecksumMismatch { .. } => {
+            StatusCode::BAD_REQUEST
+        }
+        PublishError::Conflict(_) => StatusCode::CONFLICT,
+        PublishError::NotFound(_) => StatusCode::NOT_FOUND,
+        PublishError::Storage(_) | PublishError::CondaIndex(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl From<std::io::Error> for ApiError {
     fn from(err: std::io::Error) -> Self {
         if is_storage_full(&err) {
             Self::InsufficientStorage(err)
         } else {
-            Self::Internal(err.to_string())
+            Self::Internal(err)
         }
     }
 }
@@ -102,17 +123,33 @@ impl From<std::io::Error> for ApiError {
 impl From<axum::Error> for ApiError {
     /// A request body that broke off mid-way, or arrived too slowly.
     fn from(err: axum::Error) -> Self {
-        if let Some(slow) = super::slow_clients::too_slow(&err) {
-            return Self::TooSlow(slow.to_string());
+        match too_slow(&err) {
+            Some(slow) => Self::TooSlow(*slow),
+            None => Self::BadBody(err),
         }
-        Self::BadRequest(format!("reading the request body failed: {err}"))
     }
 }
 
-impl From<tokio::task::JoinError> for ApiError {
-    fn from(err: tokio::task::JoinError) -> Self {
-        Self::Internal(format!("worker task failed: {err}"))
+/// A body that arrives slower than the minimum rate (`slow_clients` cuts
+/// it off with this error inside the body stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the client sent less than {quota} bytes in {seconds} seconds")]
+pub struct TooSlow {
+    pub quota: u64,
+    pub seconds: u64,
+}
+
+/// Whether a body error (however deeply wrapped, e.g. by the multipart
+/// parser) is a [`TooSlow`] cut-off.
+pub fn too_slow<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a TooSlow> {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        if let Some(slow) = err.downcast_ref::<TooSlow>() {
+            return Some(slow);
+        }
+        next = err.source();
     }
+    None
 }
 
 impl IntoResponse for ApiError {
@@ -140,4 +177,15 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// The error's response, with the note the access log reads (its refusal
+/// filled in for a client error).
+pub fn refusal(err: ApiError, mut note: UploadNote) -> Response {
+    if err.status().is_client_error() {
+        note.refusal = Some(err.public_message());
+    }
+    let mut response = err.into_response();
+    response.extensions_mut().insert(note);
+    response
 }

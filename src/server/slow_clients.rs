@@ -32,6 +32,7 @@ use futures_util::Stream;
 use hyper_util::rt::TokioTimer;
 use tokio::time::{Instant, Sleep};
 
+use super::error::TooSlow;
 use super::state::{AppState, Limits};
 
 /// Sets the header timeout on the connection builder (bodies are watched by
@@ -64,27 +65,6 @@ pub async fn min_rate(
     let request =
         request.map(|body| Body::from_stream(MinRate::new(body.into_data_stream(), quota, window)));
     next.run(request).await
-}
-
-/// A body that arrives slower than the minimum rate.
-#[derive(Debug, thiserror::Error)]
-#[error("the client sent less than {quota} bytes in {seconds} seconds")]
-pub struct TooSlow {
-    pub quota: u64,
-    pub seconds: u64,
-}
-
-/// Whether a body error (however deeply wrapped, e.g. by the multipart
-/// parser) is a [`TooSlow`] cut-off.
-pub fn too_slow<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a TooSlow> {
-    let mut next = Some(err);
-    while let Some(err) = next {
-        if let Some(slow) = err.downcast_ref::<TooSlow>() {
-            return Some(slow);
-        }
-        next = err.source();
-    }
-    None
 }
 
 /// A body stream that fails with [`TooSlow`] once the client has kept the

@@ -1,17 +1,22 @@
 //! What every request handler shares: the channel's catalog, the configured
-//! tokens, the limits, and the slots that cap concurrent uploads.
+//! tokens, the limits, and the slots that cap concurrent uploads; and
+//! [`AppState::open`], which makes it from a [`ServeConfig`].
 
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use axum::http::HeaderMap;
-
-use super::auth;
+use super::config::{ConfigError, Indexer, ServeConfig};
 use super::error::ApiError;
+use super::{staging, STAGING_DIR};
+use crate::index::conda::{CondaChannel, CondaIndexError};
+use crate::index::{IndexError, LiveIndex};
 use crate::publish::Catalog;
+use crate::storage::{ChannelLock, LocalFs, LockError};
 use crate::token::{Token, TokenHash};
 
 /// A configured token: who it belongs to (for the log) and its hash.
@@ -71,42 +76,85 @@ pub struct AppState {
     pub staging: PathBuf,
     pub access: ChannelAccess,
     upload_slots: Arc<Semaphore>,
+    /// Held while the state lives: one writer per channel.
+    _lock: ChannelLock,
+}
+
+/// One of the slots that cap concurrent uploads, held until dropped.
+#[derive(Debug)]
+pub struct UploadSlot {
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Why the channel could not be opened for serving.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot create channel directory {path}")]
+    CreateRoot {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("cannot prepare {path} (is the channel writable?)")]
+    Staging {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot index {path}")]
+    Index {
+        path: String,
+        #[source]
+        source: IndexError,
+    },
+    #[error("the conda indexer does not work (check -e/--conda-exe)")]
+    CondaIndex(#[from] CondaIndexError),
 }
 
 impl AppState {
-    pub fn new(
-        catalog: Catalog,
-        tokens: Vec<NamedToken>,
-        limits: Limits,
-        allow_overwrite: bool,
-        staging: PathBuf,
-    ) -> Self {
-        let upload_slots = Arc::new(Semaphore::new(limits.max_concurrent_uploads.max(1)));
+    /// Opens the channel `config` describes for serving, after checking
+    /// the configuration: makes the channel directory, takes its lock,
+    /// empties the staging directory (a killed server's leftovers), and
+    /// opens its catalog — the live index, loaded with the same cache as
+    /// `index` so a restart reads only what changed, or the conda
+    /// fallback, run once to prove it works.
+    pub fn open(config: &ServeConfig) -> Result<Self, OpenError> {
+        config.check()?;
+        let root = &config.root;
+        let shown = |path: &Path| path.display().to_string();
+        fs::create_dir_all(root).map_err(|source| OpenError::CreateRoot {
+            path: shown(root),
+            source,
+        })?;
+        let lock = ChannelLock::acquire(root)?;
+        let staging = root.join(STAGING_DIR);
+        staging::clean(&staging).map_err(|source| OpenError::Staging {
+            path: shown(&staging),
+            source,
+        })?;
+        let catalog = open_catalog(config)?;
         let access = ChannelAccess {
-            name: default_channel_name(catalog.storage().root()),
-            private: false,
-            metadata_max_age: 0,
+            name: config
+                .channel_name
+                .clone()
+                .unwrap_or_else(|| default_channel_name(root)),
+            private: config.private,
+            metadata_max_age: config.metadata_max_age,
         };
-        Self {
+        Ok(Self {
             catalog,
-            tokens,
-            limits,
-            allow_overwrite,
+            tokens: config.tokens.clone(),
+            limits: config.limits.clone(),
+            allow_overwrite: config.allow_overwrite,
             staging,
             access,
-            upload_slots,
-        }
-    }
-
-    pub fn with_access(mut self, access: ChannelAccess) -> Self {
-        self.access = access;
-        self
-    }
-
-    /// The token name for a request that must carry a token in its headers.
-    pub fn authenticate_headers(&self, headers: &HeaderMap) -> Result<String, ApiError> {
-        let token = auth::header_token(headers)?.ok_or(ApiError::Unauthorized)?;
-        self.authenticate(&token)
+            upload_slots: Arc::new(Semaphore::new(config.limits.max_concurrent_uploads.max(1))),
+            _lock: lock,
+        })
     }
 
     /// 404 unless `name` is this channel's name.
@@ -131,12 +179,44 @@ impl AppState {
         found.ok_or(ApiError::Unauthorized)
     }
 
-    /// A slot for one upload, held until its answer is sent.
-    pub fn upload_slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+    /// A slot for one upload (503 when all are taken). Asynchronous so
+    /// that it can become a wait in a bounded queue.
+    pub async fn upload_slot(&self) -> Result<UploadSlot, ApiError> {
         self.upload_slots
             .clone()
             .try_acquire_owned()
+            .map(|permit| UploadSlot { _permit: permit })
             .map_err(|_| ApiError::Busy)
+    }
+}
+
+/// The native live index, or the conda fallback.
+fn open_catalog(config: &ServeConfig) -> Result<Catalog, OpenError> {
+    let root = &config.root;
+    let storage = LocalFs::new(root);
+    match &config.indexer {
+        Indexer::Native(options) => {
+            let (live, summary) =
+                LiveIndex::open(storage, options.clone()).map_err(|source| OpenError::Index {
+                    path: root.display().to_string(),
+                    source,
+                })?;
+            tracing::info!(
+                "channel {}: {} packages in {} subdirs ({} read, {} left out) in {:.2} s",
+                root.display(),
+                summary.packages,
+                summary.subdirs,
+                summary.read,
+                summary.left_out.len(),
+                summary.elapsed.as_secs_f64()
+            );
+            Ok(Catalog::Native(live))
+        }
+        Indexer::Conda(indexer) => {
+            let conda = CondaChannel::new(root, indexer.clone());
+            conda.refresh()?;
+            Ok(Catalog::Conda { storage, conda })
+        }
     }
 }
 

@@ -12,7 +12,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::common::server::{Config, TestServer, CHANNEL, TOKEN};
+use crate::common::channel::TOKEN;
+use crate::common::server::{Config, TestServer, CHANNEL};
 use crate::common::uploaders::{request, Protocol, Upload};
 use crate::common::{self};
 

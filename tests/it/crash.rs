@@ -23,6 +23,7 @@ use artifact_upload_handler::index::{cache_path, index_channel, IndexOptions};
 use artifact_upload_handler::storage::LocalFs;
 use serde_json::Value;
 
+use crate::common::channel::is_package;
 use crate::common::{bin, index, stderr, zst_decompress};
 
 const SUBDIRS: [&str; 4] = ["noarch", "linux-64", "osx-arm64", "win-64"];
@@ -44,10 +45,6 @@ const TEMP_PREFIX: &str = ".auh-tmp-";
 /// Every package file the channel has ever held, with its size: a record in
 /// any repodata.json must name one of these.
 type Known = BTreeMap<(String, String), u64>;
-
-fn is_package(name: &str) -> bool {
-    name.ends_with(".tar.bz2") || name.ends_with(".conda")
-}
 
 fn package_files(channel: &Path, subdir: &str) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(channel.join(subdir))

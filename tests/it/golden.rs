@@ -5,6 +5,7 @@
 use std::fs;
 use std::path::Path;
 
+use crate::common::channel::{listed, repodata};
 use crate::common::{self, bz2_decompress, zst_decompress};
 
 /// Channels holding packages conda-index cannot read; we leave those out
@@ -128,19 +129,10 @@ fn cep_26_subdirs_beyond_condas_list_are_indexed() {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .filter(|n| n.ends_with(".conda") || n.ends_with(".tar.bz2"))
             .collect();
-        let repodata: serde_json::Value = serde_json::from_slice(
-            &fs::read(channel.path().join(subdir).join("repodata.json")).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(repodata["info"]["subdir"], subdir);
+        assert_eq!(repodata(channel.path(), subdir)["info"]["subdir"], subdir);
         for package in &packages {
-            let section = if package.ends_with(".conda") {
-                "packages.conda"
-            } else {
-                "packages"
-            };
             assert!(
-                repodata[section].get(package).is_some(),
+                listed(channel.path(), subdir, package).is_some(),
                 "{subdir}/{package} missing"
             );
         }

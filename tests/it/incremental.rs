@@ -2,17 +2,13 @@
 //! package opened; a replaced package is re-read; a deleted one drops out.
 
 use std::fs;
-use std::path::Path;
 use std::time::Duration;
 
 use artifact_upload_handler::generate::{write_package, Format, PackageSpec};
 use filetime::FileTime;
 
 use crate::common;
-
-fn repodata(dir: &Path, subdir: &str) -> serde_json::Value {
-    serde_json::from_slice(&fs::read(dir.join(subdir).join("repodata.json")).unwrap()).unwrap()
-}
+use crate::common::channel::repodata;
 
 fn generated_channel() -> tempfile::TempDir {
     let channel = tempfile::tempdir().unwrap();

@@ -6,17 +6,17 @@
 
 use std::fs;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use artifact_upload_handler::generate::{package_bytes, Format, PackageSpec};
 use artifact_upload_handler::server::STAGING_DIR;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::common;
-use crate::common::served::{
-    client_trusting, operator_certificate, repodata, runtime, serve_args, Served, TOKEN,
-};
+use crate::common::channel::{listed, listed_names, sized_package, staged, TOKEN};
+use crate::common::served::{client_trusting, operator_certificate, runtime, serve_args, Served};
 
 /// The header timeout the slowloris test configures; the default is 30 s.
 const HEADER_TIMEOUT_S: u64 = 2;
@@ -25,17 +25,21 @@ const HEADER_TIMEOUT_S: u64 = 2;
 const CUT_OFF_WITHIN: Duration = Duration::from_secs(8);
 
 fn package(name: &str, payload: usize) -> (String, Vec<u8>) {
-    let mut spec = PackageSpec::new(name, "1.0", "0", "noarch", Format::Conda);
-    spec.payload_bytes = payload;
-    (spec.file_name(), package_bytes(&spec).unwrap())
+    sized_package(name, "noarch", payload)
 }
 
-/// Opens a connection, sends `head` one byte every `pause` (all at once if
-/// `pause` is zero), then waits; returns how long the server took to close
-/// it.
-async fn slow_connection(port: u16, head: &'static [u8], pause: Duration) -> Duration {
+/// Opens a connection (counting it in `connected`), sends `head` one byte
+/// every `pause` (all at once if `pause` is zero), then waits; returns how
+/// long the server took to close it.
+async fn slow_connection(
+    port: u16,
+    head: &'static [u8],
+    pause: Duration,
+    connected: Arc<AtomicUsize>,
+) -> Duration {
     let started = Instant::now();
     let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    connected.fetch_add(1, Ordering::SeqCst);
     let (mut read, mut write) = stream.into_split();
     let trickle = async move {
         for byte in head {
@@ -91,6 +95,7 @@ fn slowloris_connections_are_cut_off_while_others_are_served() {
     let trickled: &[u8] =
         b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data";
     let mut attackers = Vec::new();
+    let connected = Arc::new(AtomicUsize::new(0));
     for i in 0..150 {
         let (port, head, pause) = match i % 5 {
             0 => (plain_port, &b""[..], Duration::ZERO), // connects, says nothing
@@ -99,10 +104,12 @@ fn slowloris_connections_are_cut_off_while_others_are_served() {
             3 => (tls_port, &b""[..], Duration::ZERO),   // no TLS handshake
             _ => (tls_port, &b"\x16\x03\x01"[..], slow), // half a ClientHello
         };
-        attackers.push(runtime.spawn(slow_connection(port, head, pause)));
+        attackers.push(runtime.spawn(slow_connection(port, head, pause, connected.clone())));
     }
     // Meanwhile everyone else is served as usual, over both listeners.
-    std::thread::sleep(Duration::from_millis(300));
+    common::wait_until("every attacker is connected", || {
+        connected.load(Ordering::SeqCst) == attackers.len()
+    });
     for (served, channel, client) in [
         (&plain, &plain_channel, reqwest::Client::new()),
         (&tls, &tls_channel, client_trusting(&cert)),
@@ -122,7 +129,7 @@ fn slowloris_connections_are_cut_off_while_others_are_served() {
                 .status()
         });
         assert_eq!(status.as_u16(), 201, "{}", served.stderr());
-        assert!(repodata(channel, "noarch")["packages.conda"][&name].is_object());
+        assert!(listed(channel, "noarch", &name).is_some());
     }
     let held: Vec<Duration> = runtime.block_on(async {
         let mut held = Vec::new();
@@ -186,7 +193,9 @@ fn a_body_trickling_below_the_minimum_rate_is_cut_off() {
             .part("artifact", part);
         runtime.spawn(client.post(&served.url).multipart(form).send())
     };
-    std::thread::sleep(Duration::from_millis(500));
+    common::wait_until("the trickled upload is being received", || {
+        staged(&channel) == 1
+    });
     let form = reqwest::multipart::Form::new().text("token", TOKEN).part(
         "artifact",
         reqwest::multipart::Part::bytes(fast_bytes).file_name(fast_name.clone()),
@@ -213,9 +222,8 @@ fn a_body_trickling_below_the_minimum_rate_is_cut_off() {
     );
     // At 10 kB/s the whole package would take 30 s.
     assert!(elapsed < CUT_OFF_WITHIN, "cut off only after {elapsed:?}");
-    let listed = repodata(&channel, "noarch");
-    assert!(listed["packages.conda"][&name].is_null());
-    assert!(listed["packages.conda"][&fast_name].is_object());
+    assert!(listed(&channel, "noarch", &name).is_none());
+    assert!(listed(&channel, "noarch", &fast_name).is_some());
     assert!(!channel.join("noarch").join(&name).exists());
     assert_eq!(fs::read_dir(channel.join(STAGING_DIR)).unwrap().count(), 0);
 }
@@ -303,9 +311,9 @@ fn hundreds_of_uploads_at_once_get_201_or_503_in_bounded_memory() {
     assert_eq!(busy, BEYOND_CAP);
     assert!(peak < MEMORY_CEILING, "peak RSS {peak} bytes");
     // Still serving, everything published is listed, nothing left staged.
-    let listed = repodata(&channel, "noarch");
+    let names = listed_names(&channel, "noarch");
     for name in &published {
-        assert!(listed["packages.conda"][name].is_object(), "{name}");
+        assert!(names.contains(name), "{name}");
     }
     assert_eq!(fs::read_dir(channel.join(STAGING_DIR)).unwrap().count(), 0);
     let health = runtime.block_on(async {

@@ -5,14 +5,13 @@
 //! requests are built as the real clients build them (`common::uploaders`).
 //! Deleting is here too: gone from disk and metadata when DELETE returns.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use artifact_upload_handler::generate::{write_package, Format, PackageSpec};
 
-use crate::common::server::{Config, Reply, TestServer, CHANNEL, TOKEN};
+use crate::common::channel::{channel_state, listed, TOKEN};
+use crate::common::server::{Config, Reply, TestServer, CHANNEL};
 use crate::common::uploaders::{request, Protocol, Upload};
 use crate::common::{self};
 
@@ -25,7 +24,7 @@ fn send(server: &TestServer, protocol: Protocol, upload: &Upload<'_>, channel: &
 }
 
 /// A generated package written to `dir`; `seed` changes its bytes.
-fn package(dir: &Path, name: &str, subdir: &str, format: Format, seed: u64) -> PathBuf {
+fn package_file(dir: &Path, name: &str, subdir: &str, format: Format, seed: u64) -> PathBuf {
     let mut spec = PackageSpec::new(name, "1.0", "0", subdir, format);
     spec.seed = seed;
     let out = dir.join(format!("seed-{seed}"));
@@ -33,31 +32,12 @@ fn package(dir: &Path, name: &str, subdir: &str, format: Format, seed: u64) -> P
     write_package(&spec, &out).unwrap()
 }
 
-/// The channel's files without our cache (an implementation detail).
-fn channel_state(root: &Path) -> BTreeMap<String, (Vec<u8>, SystemTime)> {
-    common::snapshot(root)
-        .into_iter()
-        .filter(|(path, _)| !path.contains(".cache/"))
-        .collect()
-}
-
-fn listed(root: &Path, subdir: &str, file_name: &str) -> Option<serde_json::Value> {
-    let bytes = fs::read(root.join(subdir).join("repodata.json")).ok()?;
-    let repodata: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    let section = if file_name.ends_with(".conda") {
-        "packages.conda"
-    } else {
-        "packages"
-    };
-    repodata[section].get(file_name).cloned()
-}
-
 /// Success, then each refusal with the channel unchanged after it.
 fn contract(protocol: Protocol) {
-    let server = TestServer::start(Config::default());
+    let server = TestServer::in_process(Config::default());
     let work = tempfile::tempdir().unwrap();
     let root = server.channel();
-    let good = package(work.path(), "pkg", "linux-64", Format::Conda, 1);
+    let good = package_file(work.path(), "pkg", "linux-64", Format::Conda, 1);
     let upload = Upload::new(&good, "linux-64", TOKEN);
 
     let created = send(&server, protocol, &upload, CHANNEL);
@@ -74,8 +54,8 @@ fn contract(protocol: Protocol) {
     assert_eq!(send(&server, protocol, &upload, CHANNEL).status, 201);
     assert_eq!(channel_state(root), before);
 
-    let changed = package(work.path(), "pkg", "linux-64", Format::Conda, 2);
-    let other = package(work.path(), "other", "linux-64", Format::TarBz2, 3);
+    let changed = package_file(work.path(), "pkg", "linux-64", Format::Conda, 2);
+    let other = package_file(work.path(), "other", "linux-64", Format::TarBz2, 3);
     // In a URL path the slash must be encoded to reach the server at all.
     let escaping_name = match protocol {
         Protocol::Original | Protocol::Prefix => "../other-1.0-0.tar.bz2",
@@ -199,14 +179,14 @@ fn put_protocol_contract() {
 
 #[test]
 fn forced_uploads_replace_where_the_server_allows_it() {
-    let server = TestServer::start(Config {
+    let server = TestServer::in_process(Config {
         allow_overwrite: true,
         ..Config::default()
     });
     let work = tempfile::tempdir().unwrap();
     for (seed, protocol) in (10..).zip([Protocol::Prefix, Protocol::Quetz, Protocol::Put]) {
-        let first = package(work.path(), "pkg", "noarch", Format::TarBz2, seed);
-        let second = package(work.path(), "pkg", "noarch", Format::TarBz2, seed + 100);
+        let first = package_file(work.path(), "pkg", "noarch", Format::TarBz2, seed);
+        let second = package_file(work.path(), "pkg", "noarch", Format::TarBz2, seed + 100);
         let _ = send(
             &server,
             protocol,
@@ -239,9 +219,9 @@ fn forced_uploads_replace_where_the_server_allows_it() {
 
 #[test]
 fn put_to_another_subdir_than_the_package_is_refused() {
-    let server = TestServer::start(Config::default());
+    let server = TestServer::in_process(Config::default());
     let work = tempfile::tempdir().unwrap();
-    let file = package(work.path(), "pkg", "linux-64", Format::Conda, 1);
+    let file = package_file(work.path(), "pkg", "linux-64", Format::Conda, 1);
     let reply = send(
         &server,
         Protocol::Put,
@@ -252,14 +232,7 @@ fn put_to_another_subdir_than_the_package_is_refused() {
     assert!(!server.channel().join("osx-64").exists());
     assert!(!server.channel().join("linux-64/pkg-1.0-0.conda").exists());
     // Without the channel in the path, as `curl -T` users write it.
-    let url = format!("{}linux-64/pkg-1.0-0.conda", server.url);
-    let reply = server.send(
-        server
-            .client()
-            .put(url)
-            .bearer_auth(TOKEN)
-            .body(fs::read(&file).unwrap()),
-    );
+    let reply = server.put("linux-64", "pkg-1.0-0.conda", fs::read(&file).unwrap());
     assert_eq!(reply.status, 201, "{:?}", reply.json());
 }
 
@@ -267,7 +240,7 @@ fn put_to_another_subdir_than_the_package_is_refused() {
 fn a_declared_size_past_the_limit_is_refused_before_reading() {
     let mut config = Config::default();
     config.limits.max_upload_bytes = 1000;
-    let server = TestServer::start(config);
+    let server = TestServer::in_process(config);
     let url = format!(
         "{}api/channels/{CHANNEL}/upload/pkg-1.0-0.conda",
         server.url
@@ -290,7 +263,7 @@ type Authenticate = fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder;
 
 #[test]
 fn header_tokens_are_accepted_in_every_form_conda_clients_use() {
-    let server = TestServer::start(Config::default());
+    let server = TestServer::in_process(Config::default());
     let work = tempfile::tempdir().unwrap();
     let client = server.client();
     let forms: [(&str, Authenticate); 4] = [
@@ -300,7 +273,7 @@ fn header_tokens_are_accepted_in_every_form_conda_clients_use() {
         ("api key", |r| r.header("X-API-Key", TOKEN)),
     ];
     for (seed, (form, authenticate)) in (1..).zip(forms) {
-        let file = package(
+        let file = package_file(
             work.path(),
             &format!("p{seed}"),
             "noarch",
@@ -313,7 +286,7 @@ fn header_tokens_are_accepted_in_every_form_conda_clients_use() {
         assert_eq!(reply.status, 201, "{form}: {:?}", reply.json());
     }
     // A token in the query string is never accepted, even a right one.
-    let file = package(work.path(), "q", "noarch", Format::Conda, 9);
+    let file = package_file(work.path(), "q", "noarch", Format::Conda, 9);
     let url = format!("{}noarch/q-1.0-0.conda?token={TOKEN}", server.url);
     let reply = server.send(
         client
@@ -326,11 +299,11 @@ fn header_tokens_are_accepted_in_every_form_conda_clients_use() {
 
 #[test]
 fn delete_removes_the_package_and_its_listing_before_answering() {
-    let server = TestServer::start(Config::default());
+    let server = TestServer::in_process(Config::default());
     let work = tempfile::tempdir().unwrap();
     let root = server.channel();
-    let a = package(work.path(), "a", "linux-64", Format::Conda, 1);
-    let b = package(work.path(), "b", "linux-64", Format::TarBz2, 2);
+    let a = package_file(work.path(), "a", "linux-64", Format::Conda, 1);
+    let b = package_file(work.path(), "b", "linux-64", Format::TarBz2, 2);
     for file in [&a, &b] {
         assert_eq!(
             send(
@@ -442,9 +415,9 @@ fn delete_removes_the_package_and_its_listing_before_answering() {
 
 #[test]
 fn prefix_uploads_with_an_attestation_are_accepted() {
-    let server = TestServer::start(Config::default());
+    let server = TestServer::in_process(Config::default());
     let work = tempfile::tempdir().unwrap();
-    let file = package(work.path(), "attested", "noarch", Format::Conda, 1);
+    let file = package_file(work.path(), "attested", "noarch", Format::Conda, 1);
     let bytes = fs::read(&file).unwrap();
     // As rattler_upload adds it: a text part after the file.
     let form = reqwest::multipart::Form::new()

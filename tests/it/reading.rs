@@ -4,31 +4,21 @@
 //! reaching anything but the channel's public files.
 
 use std::fs;
-use std::path::Path;
 
-use artifact_upload_handler::generate::{write_package, Format, PackageSpec};
-use artifact_upload_handler::server;
+use artifact_upload_handler::generate::Format;
 use axum::body::Body;
 use axum::http::Request;
-use tower::ServiceExt as _;
 
-use crate::common::server::{Config, Reply, TestServer, CHANNEL, TOKEN};
+use crate::common::channel::{package, TOKEN};
+use crate::common::server::{Config, Reply, TestServer, CHANNEL};
 use crate::common::{self};
 
 /// A server with one `.conda` in linux-64 (uploaded with PUT).
 fn server_with_package(config: Config) -> (TestServer, Vec<u8>) {
-    let server = TestServer::start(config);
-    let work = tempfile::tempdir().unwrap();
-    let spec = PackageSpec::new("pkg", "1.0", "0", "linux-64", Format::Conda);
-    let bytes = fs::read(write_package(&spec, work.path()).unwrap()).unwrap();
-    let url = format!("{}linux-64/pkg-1.0-0.conda", server.url);
-    let reply = server.send(
-        server
-            .client()
-            .put(url)
-            .bearer_auth(TOKEN)
-            .body(bytes.clone()),
-    );
+    // What the server answers does not depend on the socket: in process.
+    let server = TestServer::in_process(config);
+    let (name, bytes) = package("pkg", "linux-64", Format::Conda);
+    let reply = server.put("linux-64", &name, bytes.clone());
     assert_eq!(reply.status, 201, "{:?}", reply.json());
     (server, bytes)
 }
@@ -80,16 +70,8 @@ fn metadata_is_revalidated_with_etags_and_dates() {
     assert_eq!(reply.status, 200);
 
     // Once the metadata changes, the old tag no longer matches.
-    let work = tempfile::tempdir().unwrap();
-    let spec = PackageSpec::new("second", "1.0", "0", "linux-64", Format::TarBz2);
-    let bytes = fs::read(write_package(&spec, work.path()).unwrap()).unwrap();
-    let url = format!("{}linux-64/second-1.0-0.tar.bz2", server.url);
-    assert_eq!(
-        server
-            .send(server.client().put(url).bearer_auth(TOKEN).body(bytes))
-            .status,
-        201
-    );
+    let (name, bytes) = package("second", "linux-64", Format::TarBz2);
+    assert_eq!(server.put("linux-64", &name, bytes).status, 201);
     let reply = server.send(get(&server, "linux-64/repodata.json").header("if-none-match", &etag));
     assert_eq!(reply.status, 200);
     assert_ne!(reply.header("etag"), Some(etag.as_str()));
@@ -185,14 +167,7 @@ fn listings_show_public_files_only() {
     }
     assert!(!subdir.contains(".cache"), "{subdir}");
     // Without the slash, relative links would break: redirect.
-    let client = reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&fs::read(&server.cert).unwrap()).unwrap(),
-        )
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let reply = server.send(client.get(format!("{}linux-64", server.url)));
+    let reply = server.send(get(&server, "linux-64"));
     assert_eq!(reply.status, 308);
     assert_eq!(reply.header("location"), Some("/linux-64/"));
 }
@@ -204,32 +179,7 @@ fn raw_get(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> Reply {
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let request = request.body(Body::empty()).unwrap();
-    let router = server::router(server.state.clone());
-    server.runtime.block_on(async move {
-        let response = router.oneshot(request).await.unwrap();
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        Reply {
-            status,
-            headers: headers_to_reqwest(&headers),
-            body: body.to_vec(),
-        }
-    })
-}
-
-fn headers_to_reqwest(headers: &axum::http::HeaderMap) -> reqwest::header::HeaderMap {
-    let mut out = reqwest::header::HeaderMap::new();
-    for (name, value) in headers {
-        out.insert(
-            reqwest::header::HeaderName::from_bytes(name.as_str().as_bytes()).unwrap(),
-            reqwest::header::HeaderValue::from_bytes(value.as_bytes()).unwrap(),
-        );
-    }
-    out
+    server.oneshot(request.body(Body::empty()).unwrap())
 }
 
 #[test]
@@ -283,6 +233,8 @@ fn no_path_reads_outside_the_public_channel() {
         raw_get(&server, "/linux-64/pkg-1.0-0.conda", &[]).status,
         200
     );
+    // The TLS key a served channel keeps (in process there is none yet).
+    artifact_upload_handler::server::tls::self_signed(&root.join(".auh-tls")).unwrap();
     assert!(fs::read_to_string(root.join(".auh-tls/localhost-key.pem"))
         .unwrap()
         .contains("PRIVATE KEY"));
@@ -375,5 +327,4 @@ fn metadata_max_age_and_overwrites_set_the_cache_policy() {
     // A package that may be replaced must be revalidated.
     let package = server.send(get(&server, "linux-64/pkg-1.0-0.conda"));
     assert_eq!(package.header("cache-control"), Some("public, no-cache"));
-    assert!(Path::new(&server.cert).exists());
 }

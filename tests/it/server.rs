@@ -3,10 +3,8 @@
 //! uploads that must leave the channel byte-for-byte unchanged, and
 //! concurrent uploads whose metadata equals a fresh `index`.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use std::io::{Read, Write};
 
@@ -14,24 +12,10 @@ use artifact_upload_handler::generate::{package_bytes, Format, Member, MemberKin
 use artifact_upload_handler::server::{Limits, STAGING_DIR};
 
 use crate::common;
-use crate::common::server::{Config, TestServer, TOKEN};
-
-/// The channel's files, without our cache (an implementation detail).
-fn channel_state(root: &Path) -> BTreeMap<String, (Vec<u8>, SystemTime)> {
-    common::snapshot(root)
-        .into_iter()
-        .filter(|(path, _)| !path.contains(".cache/"))
-        .collect()
-}
-
-fn repodata(root: &Path, subdir: &str) -> serde_json::Value {
-    serde_json::from_slice(&fs::read(root.join(subdir).join("repodata.json")).unwrap()).unwrap()
-}
-
-fn package(name: &str, subdir: &str, format: Format) -> (String, Vec<u8>) {
-    let spec = PackageSpec::new(name, "1.0", "0", subdir, format);
-    (spec.file_name(), package_bytes(&spec).unwrap())
-}
+use crate::common::channel::{
+    channel_state, is_package, listed, listed_names, package, staged, TOKEN,
+};
+use crate::common::server::{Config, TestServer};
 
 #[test]
 fn seed_readme_python_client_publishes_real_packages() {
@@ -68,7 +52,7 @@ fn seed_readme_python_client_publishes_real_packages() {
 
 #[test]
 fn bad_tokens_are_refused_and_change_nothing() {
-    let server = TestServer::with_upload_limit(1 << 30);
+    let server = TestServer::in_process(Config::default());
     let (name, bytes) = package("a", "noarch", Format::Conda);
     assert_eq!(server.upload(Some(TOKEN), &name, bytes.clone(), "").0, 201);
     let before = channel_state(server.channel());
@@ -93,7 +77,7 @@ fn bad_tokens_are_refused_and_change_nothing() {
 
 #[test]
 fn hostile_uploads_get_clear_errors_and_change_nothing() {
-    let server = TestServer::with_upload_limit(64 * 1024);
+    let server = TestServer::in_process(Config::with_upload_limit(64 * 1024));
     let (good, good_bytes) = package("good", "linux-64", Format::Conda);
     assert_eq!(
         server.upload(Some(TOKEN), &good, good_bytes.clone(), "").0,
@@ -229,7 +213,7 @@ fn hostile_uploads_get_clear_errors_and_change_nothing() {
 
 #[test]
 fn arch_field_must_name_the_packages_subdir() {
-    let server = TestServer::with_upload_limit(1 << 30);
+    let server = TestServer::in_process(Config::default());
     let (name, bytes) = package("arched", "linux-64", Format::TarBz2);
     let before = channel_state(server.channel());
     let fields = [("token", TOKEN), ("arch", "osx-64")];
@@ -251,18 +235,17 @@ fn overwriting_needs_both_force_and_the_servers_consent() {
         (spec.file_name(), package_bytes(&spec).unwrap())
     };
     let ((name, old), (_, new)) = (spec(1), spec(2));
-    let sha256 = |server: &TestServer| {
-        repodata(server.channel(), "noarch")["packages.conda"][&name]["sha256"].clone()
-    };
+    let sha256 =
+        |server: &TestServer| listed(server.channel(), "noarch", &name).unwrap()["sha256"].clone();
     let forced = [("token", TOKEN), ("force", "true")];
     // A server that does not allow overwrites refuses even a forced upload.
-    let strict = TestServer::with_upload_limit(1 << 30);
+    let strict = TestServer::in_process(Config::default());
     assert_eq!(strict.upload(Some(TOKEN), &name, old.clone(), "").0, 201);
     let before = channel_state(strict.channel());
     assert_eq!(strict.upload_with(&forced, &name, new.clone(), "").0, 409);
     assert_eq!(channel_state(strict.channel()), before);
     // One that does still wants the client to ask.
-    let lenient = TestServer::start(Config {
+    let lenient = TestServer::in_process(Config {
         limits: Limits::default(),
         allow_overwrite: true,
         ..Config::default()
@@ -345,7 +328,7 @@ fn bomb_conda(bytes: u64) -> (String, Vec<u8>) {
 
 #[test]
 fn decompression_bomb_is_refused_quickly() {
-    let server = TestServer::with_upload_limit(1 << 30);
+    let server = TestServer::in_process(Config::default());
     let before = channel_state(server.channel());
     let (name, bytes) = bomb_conda(4 << 30);
     assert!(bytes.len() < 1 << 20, "{} bytes", bytes.len());
@@ -378,7 +361,10 @@ fn uploads_past_the_concurrency_cap_get_503_with_retry_after() {
         TOKEN,
         released,
     ));
-    std::thread::sleep(Duration::from_millis(500)); // the first holds the slot
+    // The first holds the slot once its body is arriving.
+    common::wait_until("the first upload is being received", || {
+        staged(server.channel()) == 1
+    });
     let (second, second_bytes) = package("second", "noarch", Format::Conda);
     let (status, retry_after) = server.runtime.block_on(async {
         let form = reqwest::multipart::Form::new().text("token", TOKEN).part(
@@ -506,7 +492,7 @@ fn concurrent_uploads_are_all_listed() {
         for entry in fs::read_dir(server.channel().join(subdir)).unwrap() {
             let entry = entry.unwrap();
             let name = entry.file_name().into_string().unwrap();
-            if name.ends_with(".conda") || name.ends_with(".tar.bz2") {
+            if is_package(&name) {
                 fs::create_dir_all(fresh.path().join(subdir)).unwrap();
                 fs::copy(entry.path(), fresh.path().join(subdir).join(&name)).unwrap();
             }
@@ -514,17 +500,7 @@ fn concurrent_uploads_are_all_listed() {
     }
     assert!(common::index(fresh.path(), &[]).status.success());
     for subdir in ["noarch", "linux-64", "osx-arm64", "win-64"] {
-        assert_eq!(
-            repodata(server.channel(), subdir)["packages.conda"]
-                .as_object()
-                .unwrap()
-                .len()
-                + repodata(server.channel(), subdir)["packages"]
-                    .as_object()
-                    .unwrap()
-                    .len(),
-            25
-        );
+        assert_eq!(listed_names(server.channel(), subdir).len(), 25);
         assert_eq!(
             fs::read(server.channel().join(subdir).join("repodata.json")).unwrap(),
             fs::read(fresh.path().join(subdir).join("repodata.json")).unwrap(),

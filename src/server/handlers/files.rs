@@ -27,6 +27,7 @@ use percent_encoding::percent_decode_str;
 use tower::ServiceExt as _;
 use tower_http::services::ServeFile;
 
+use crate::repodata::PackageFileName;
 use crate::server::auth::{self, refuse_query_token};
 use crate::server::error::ApiError;
 use crate::server::listing;
@@ -68,7 +69,9 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
     if !metadata.is_file() {
         return Err(not_found());
     }
-    let is_package = segments.last().is_some_and(|name| is_package(name));
+    let is_package = segments
+        .last()
+        .is_some_and(|name| PackageFileName::parse(name).is_ok());
     let cache_control = cache_control(state, is_package);
     Ok(send_file(request, &path, &metadata, cache_control).await)
 }
@@ -161,10 +164,6 @@ async fn public_path(root: &Path, segments: &[String]) -> Result<PathBuf, ApiErr
         return Err(not_found());
     }
     Ok(resolved)
-}
-
-fn is_package(name: &str) -> bool {
-    name.ends_with(".conda") || name.ends_with(".tar.bz2")
 }
 
 fn cache_control(state: &AppState, is_package: bool) -> HeaderValue {

@@ -10,9 +10,9 @@ use futures_util::StreamExt;
 
 use crate::publish::Staged;
 use crate::server::access_log::UploadNote;
-use crate::server::error::ApiError;
+use crate::server::error::{too_slow, ApiError};
+use crate::server::staging;
 use crate::server::state::AppState;
-use crate::server::{slow_clients, staging};
 
 /// Longest accepted text field (token, arch, sha256, force).
 const MAX_FIELD_BYTES: usize = 4096;
@@ -51,7 +51,7 @@ pub(super) async fn text_of_at_most(
         }
         bytes.extend_from_slice(&chunk);
     }
-    String::from_utf8(bytes).map_err(|_| ApiError::BadRequest("form field is not UTF-8".into()))
+    Ok(String::from_utf8(bytes)?)
 }
 
 /// Streams a file part into staging, noting its size for the access log.
@@ -71,12 +71,12 @@ pub(super) async fn stage(
 /// fields, so passing it means the upload was too large.
 fn multipart_error(limit: u64) -> impl Fn(MultipartError) -> ApiError + Copy {
     move |err| {
-        if let Some(slow) = slow_clients::too_slow(&err) {
-            ApiError::TooSlow(slow.to_string())
+        if let Some(slow) = too_slow(&err) {
+            ApiError::TooSlow(*slow)
         } else if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge(limit)
         } else {
-            ApiError::BadRequest(format!("malformed multipart body: {}", err.body_text()))
+            ApiError::BadMultipart(err)
         }
     }
 }

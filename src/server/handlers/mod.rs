@@ -32,10 +32,34 @@ use axum::Json;
 use serde::Serialize;
 
 use super::access_log::UploadNote;
-use super::error::ApiError;
+use super::auth::Uploading;
+use super::error::{refusal, ApiError};
 use super::staging;
 use super::state::AppState;
 use crate::publish::{publish, PublishRequest, Published, Staged};
+
+/// A raw-body upload (quetz, PUT) past the front door: `request` (or why
+/// it is malformed), the body staged and published, the answer made while
+/// the upload's slot is still held.
+async fn raw_upload(
+    upload: Uploading,
+    request: Result<PublishRequest, ApiError>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let Uploading {
+        state,
+        mut note,
+        slot: _slot,
+    } = upload;
+    let result = async {
+        let request = request?;
+        let staged = stage_body(&state, headers, body, &mut note).await?;
+        publish_staged(&state, staged, request).await
+    }
+    .await;
+    respond(result, note)
+}
 
 /// Streams a raw request body (quetz, PUT) into staging. A declared
 /// `Content-Length` past the limit is refused before any byte is read.
@@ -58,9 +82,8 @@ async fn stage_body(
 
 /// The query's `key=value` pairs (percent-decoded).
 fn query_pairs(uri: &Uri) -> Result<HashMap<String, String>, ApiError> {
-    Query::<HashMap<String, String>>::try_from_uri(uri)
-        .map(|Query(pairs)| pairs)
-        .map_err(|err| ApiError::BadRequest(format!("malformed query string: {err}")))
+    let Query(pairs) = Query::<HashMap<String, String>>::try_from_uri(uri)?;
+    Ok(pairs)
 }
 
 /// `force=true` (or `1`, `yes`) in a form field or query.
@@ -109,18 +132,13 @@ fn respond_with<T: Serialize>(
     status: StatusCode,
     on_success: impl FnOnce(&T, &mut UploadNote),
 ) -> Response {
-    let mut response = match result {
+    match result {
         Ok(value) => {
             on_success(&value, &mut note);
-            (status, Json(value)).into_response()
+            let mut response = (status, Json(value)).into_response();
+            response.extensions_mut().insert(note);
+            response
         }
-        Err(err) => {
-            if err.status().is_client_error() {
-                note.refusal = Some(err.public_message());
-            }
-            err.into_response()
-        }
-    };
-    response.extensions_mut().insert(note);
-    response
+        Err(err) => refusal(err, note),
+    }
 }

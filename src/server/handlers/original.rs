@@ -42,7 +42,7 @@ async fn handle(
     note: &mut UploadNote,
 ) -> Result<Published, ApiError> {
     refuse_query_token(uri)?;
-    let _slot = state.upload_slot()?;
+    let _slot = state.upload_slot().await?;
     let mut request = PublishRequest::default();
     let mut staged = None;
     while let Some(field) = next_field(&mut multipart, state).await? {

@@ -7,47 +7,46 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Multipart, Path, State};
-use axum::http::{HeaderMap, Uri};
+use axum::extract::Multipart;
+use axum::http::Uri;
 use axum::response::Response;
 
 use super::form::{next_field, stage, text_of_at_most, MAX_ATTESTATION_BYTES};
 use super::{is_true, publish_staged, query_pairs, respond};
 use crate::publish::{PublishRequest, Published};
 use crate::server::access_log::UploadNote;
-use crate::server::auth::refuse_query_token;
+use crate::server::auth::Uploading;
 use crate::server::error::ApiError;
 use crate::server::state::AppState;
 
-pub async fn prefix_upload(
-    State(state): State<Arc<AppState>>,
-    Path(channel): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    multipart: Multipart,
-) -> Response {
-    let mut note = UploadNote::default();
-    let result = handle(&state, &channel, &uri, &headers, multipart, &mut note).await;
+/// The channel's name was checked at the front door.
+pub async fn prefix_upload(upload: Uploading, uri: Uri, multipart: Multipart) -> Response {
+    let Uploading {
+        state,
+        mut note,
+        slot: _slot,
+    } = upload;
+    let result = match query_pairs(&uri) {
+        Ok(query) => {
+            let force = query.get("force").is_some_and(|v| is_true(v));
+            upload_form(&state, force, multipart, &mut note).await
+        }
+        Err(err) => Err(err),
+    };
     respond(result, note)
 }
 
-async fn handle(
+/// Reads the form, staging its `file` part, and publishes it.
+async fn upload_form(
     state: &Arc<AppState>,
-    channel: &str,
-    uri: &Uri,
-    headers: &HeaderMap,
+    force: bool,
     mut multipart: Multipart,
     note: &mut UploadNote,
 ) -> Result<Published, ApiError> {
-    refuse_query_token(uri)?;
-    note.token = Some(state.authenticate_headers(headers)?);
-    state.check_channel(channel)?;
-    let query = query_pairs(uri)?;
     let mut request = PublishRequest {
-        force: query.get("force").is_some_and(|v| is_true(v)),
+        force,
         ..PublishRequest::default()
     };
-    let _slot = state.upload_slot()?;
     let mut staged = None;
     while let Some(field) = next_field(&mut multipart, state).await? {
         match field.name().unwrap_or_default() {

@@ -5,94 +5,55 @@
 //! must be the package's own (from its `index.json`); `?force=true` asks to
 //! replace a different package of the same name.
 
-use std::sync::Arc;
-
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 
-use super::{is_true, publish_staged, query_pairs, respond, stage_body};
-use crate::publish::{PublishRequest, Published};
-use crate::server::access_log::UploadNote;
-use crate::server::auth::refuse_query_token;
-use crate::server::error::ApiError;
-use crate::server::state::AppState;
+use super::{is_true, query_pairs, raw_upload};
+use crate::publish::PublishRequest;
+use crate::server::auth::Uploading;
 
 /// The checksum header artifactory clients send.
 const CHECKSUM_HEADER: &str = "x-checksum-sha256";
 
 pub async fn put_in_subdir(
-    State(state): State<Arc<AppState>>,
+    upload: Uploading,
     Path((subdir, file_name)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    put(&state, None, subdir, file_name, &uri, &headers, body).await
+    put(upload, subdir, file_name, &uri, &headers, body).await
 }
 
+/// The channel's name was checked at the front door.
 pub async fn put_in_channel(
-    State(state): State<Arc<AppState>>,
-    Path((channel, subdir, file_name)): Path<(String, String, String)>,
+    upload: Uploading,
+    Path((_channel, subdir, file_name)): Path<(String, String, String)>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    put(
-        &state,
-        Some(channel),
-        subdir,
-        file_name,
-        &uri,
-        &headers,
-        body,
-    )
-    .await
+    put(upload, subdir, file_name, &uri, &headers, body).await
 }
 
 async fn put(
-    state: &Arc<AppState>,
-    channel: Option<String>,
+    upload: Uploading,
     subdir: String,
     file_name: String,
     uri: &Uri,
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
-    let mut note = UploadNote {
-        package: Some(format!("{subdir}/{file_name}")),
-        ..UploadNote::default()
-    };
-    let request = PublishRequest {
+    let request = query_pairs(uri).map(|query| PublishRequest {
         file_name,
         expected_sha256: headers
             .get(CHECKSUM_HEADER)
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned),
         arch: Some(subdir),
-        force: false,
-    };
-    let result = handle(state, channel, request, uri, headers, body, &mut note).await;
-    respond(result, note)
-}
-
-async fn handle(
-    state: &Arc<AppState>,
-    channel: Option<String>,
-    mut request: PublishRequest,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: Body,
-    note: &mut UploadNote,
-) -> Result<Published, ApiError> {
-    refuse_query_token(uri)?;
-    note.token = Some(state.authenticate_headers(headers)?);
-    if let Some(channel) = channel {
-        state.check_channel(&channel)?;
-    }
-    request.force = query_pairs(uri)?.get("force").is_some_and(|v| is_true(v));
-    let _slot = state.upload_slot()?;
-    let staged = stage_body(state, headers, body, note).await?;
-    publish_staged(state, staged, request).await
+        force: query.get("force").is_some_and(|v| is_true(v)),
+    });
+    raw_upload(upload, request, headers, body).await
 }

@@ -2,6 +2,7 @@
 //! oracle are, and helpers to run the indexer and compare directory trees.
 #![allow(dead_code)]
 
+pub mod channel;
 pub mod s3;
 pub mod served;
 pub mod server;
@@ -37,6 +38,19 @@ pub fn golden() -> PathBuf {
 /// The project's own committed example channel.
 pub fn example_channel() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/channel")
+}
+
+/// Waits until `condition` holds (checking every 20 ms, for up to 60 s)
+/// instead of sleeping and hoping; panics naming `what` if it never does.
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Copies a directory tree (fixtures are used in place; tests index copies).

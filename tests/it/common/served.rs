@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use artifact_upload_handler::token::Token;
 
-pub const TOKEN: &str = "mysecuretoken";
+use super::channel::TOKEN;
 
 /// A `serve` process, stopped (SIGKILL) on drop if still running.
 pub struct Served {
@@ -205,20 +205,35 @@ pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().unwrap()
 }
 
-/// Posts the original request with in-memory bytes.
-pub fn post(client: &reqwest::Client, url: &str, token: &str, name: &str, bytes: Vec<u8>) -> u16 {
+/// Posts the original request with a package in memory (its file name
+/// and bytes); returns the status.
+pub fn post(client: &reqwest::Client, url: &str, token: &str, package: (String, Vec<u8>)) -> u16 {
+    let (name, bytes) = package;
     runtime().block_on(async {
         let form = reqwest::multipart::Form::new()
             .text("token", token.to_owned())
             .part(
                 "artifact",
-                reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned()),
+                reqwest::multipart::Part::bytes(bytes).file_name(name),
             );
         let response = client.post(url).multipart(form).send().await.unwrap();
         response.status().as_u16()
     })
 }
 
-pub fn repodata(channel: &Path, subdir: &str) -> serde_json::Value {
-    serde_json::from_slice(&fs::read(channel.join(subdir).join("repodata.json")).unwrap()).unwrap()
+/// Runs the binary with `args`, which must fail to start (exit status 1);
+/// returns what it printed on stderr.
+pub fn fails_to_start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+    let output = Command::new(super::bin())
+        .args(args)
+        .env_remove("AUH_TOKEN_HASH")
+        .output()
+        .unwrap();
+    let stderr = super::stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        !super::stdout(&output).contains("serving "),
+        "it started serving"
+    );
+    stderr
 }

@@ -1,21 +1,20 @@
 //! An upload server running in-process on a port of its own, over real
 //! HTTPS with a self-signed certificate written to disk (so external
-//! clients can trust it through `SSL_CERT_FILE`), configured per test.
+//! clients can trust it through `SSL_CERT_FILE`), configured per test; or,
+//! where a socket and TLS add nothing, the same router called directly
+//! ([`TestServer::in_process`], `tower::ServiceExt::oneshot`), with the
+//! same requests.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use artifact_upload_handler::index::{IndexOptions, LiveIndex};
-use artifact_upload_handler::publish::Catalog;
-use artifact_upload_handler::server::state::ChannelAccess;
-use artifact_upload_handler::server::{self, tls, AppState, Limits, NamedToken, STAGING_DIR};
-use artifact_upload_handler::storage::LocalFs;
+use artifact_upload_handler::server::{self, tls, AppState, Limits, NamedToken, ServeConfig};
 use artifact_upload_handler::token::Token;
 
-/// The token every test server accepts (under the name `ci`).
-pub const TOKEN: &str = "mysecuretoken";
+use super::channel::TOKEN;
+
 /// The channel name test servers use in upload URLs.
 pub const CHANNEL: &str = "test-channel";
 
@@ -43,54 +42,37 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// The defaults with another upload size limit.
+    pub fn with_upload_limit(max_upload_bytes: u64) -> Self {
+        let mut config = Self::default();
+        config.limits.max_upload_bytes = max_upload_bytes;
+        config
+    }
+}
+
 /// A running server, stopped on drop.
 pub struct TestServer {
-    /// `https://localhost:PORT/`
+    /// `https://localhost:PORT/`, or `http://in-process/`.
     pub url: String,
-    /// The PEM certificate clients must trust.
+    /// The PEM certificate clients must trust (none in process).
     pub cert: PathBuf,
     pub runtime: tokio::runtime::Runtime,
     pub state: Arc<AppState>,
     root: tempfile::TempDir,
+    /// `None` in process: requests go to the router directly.
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl TestServer {
     pub fn start(config: Config) -> Self {
-        let root = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let staging = root.path().join(STAGING_DIR);
-        fs::create_dir_all(&staging).unwrap();
-        let options = IndexOptions {
-            zst: true,
-            ..IndexOptions::default()
-        };
-        let (index, _) = LiveIndex::open(LocalFs::new(root.path()), options).unwrap();
-        let (tls, cert) = tls::self_signed(&root.path().join(".auh-tls")).unwrap();
-        let tokens = vec![NamedToken {
-            name: "ci".into(),
-            hash: Token::new(TOKEN).hash(),
-        }];
-        let access = ChannelAccess {
-            name: CHANNEL.into(),
-            private: config.private,
-            metadata_max_age: config.metadata_max_age,
-        };
-        let state = Arc::new(
-            AppState::new(
-                Catalog::Native(index),
-                tokens,
-                config.limits,
-                config.allow_overwrite,
-                staging,
-            )
-            .with_access(access),
-        );
+        let mut server = Self::in_process(config);
+        let (tls, cert) = tls::self_signed(&server.root.path().join(".auh-tls")).unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        runtime.spawn(server::run(
-            state.clone(),
+        server.runtime.spawn(server::run(
+            server.state.clone(),
             listener,
             Some(tls),
             async {
@@ -98,21 +80,42 @@ impl TestServer {
             },
             Duration::from_secs(5),
         ));
+        server.url = format!("https://localhost:{port}/");
+        server.cert = cert;
+        server.stop = Some(stop);
+        server
+    }
+
+    /// The server's state and router without a listener: [`Self::send`]
+    /// hands each request to the router, so the tests that only need what
+    /// the server answers skip the socket and the TLS handshake.
+    pub fn in_process(config: Config) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let mut serve = ServeConfig::new(root.path());
+        serve.tokens = vec![NamedToken {
+            name: "ci".into(),
+            hash: Token::new(TOKEN).hash(),
+        }];
+        serve.limits = config.limits;
+        serve.allow_overwrite = config.allow_overwrite;
+        serve.channel_name = Some(CHANNEL.into());
+        serve.private = config.private;
+        serve.metadata_max_age = config.metadata_max_age;
+        let state = Arc::new(AppState::open(&serve).unwrap());
         Self {
-            url: format!("https://localhost:{port}/"),
-            cert,
+            url: "http://in-process/".into(),
+            cert: PathBuf::new(),
             runtime,
             state,
             root,
-            stop: Some(stop),
+            stop: None,
         }
     }
 
     /// The defaults with another upload size limit.
     pub fn with_upload_limit(max_upload_bytes: u64) -> Self {
-        let mut config = Config::default();
-        config.limits.max_upload_bytes = max_upload_bytes;
-        Self::start(config)
+        Self::start(Config::with_upload_limit(max_upload_bytes))
     }
 
     pub fn with_limits(limits: Limits) -> Self {
@@ -128,6 +131,9 @@ impl TestServer {
 
     /// A client that trusts the server's certificate.
     pub fn client(&self) -> reqwest::Client {
+        if self.stop.is_none() {
+            return reqwest::Client::new(); // builds requests; never sends
+        }
         let cert = reqwest::Certificate::from_pem(&fs::read(&self.cert).unwrap()).unwrap();
         reqwest::Client::builder()
             .add_root_certificate(cert)
@@ -170,8 +176,20 @@ impl TestServer {
         (reply.status, reply.json())
     }
 
+    /// `PUT /<subdir>/<path>` with a Bearer token, the body `bytes`;
+    /// `path` is the file name as it goes in the URL (percent-encoded).
+    pub fn put(&self, subdir: &str, path: &str, bytes: Vec<u8>) -> Reply {
+        let url = format!("{}{subdir}/{path}", self.url);
+        self.send(self.client().put(url).bearer_auth(TOKEN).body(bytes))
+    }
+
     /// Sends `request` and returns the status, headers and body.
     pub fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        if self.stop.is_none() {
+            let request: axum::http::Request<reqwest::Body> =
+                request.build().unwrap().try_into().unwrap();
+            return self.oneshot(request.map(axum::body::Body::new));
+        }
         self.runtime.block_on(async move {
             let response = request.send().await.unwrap();
             Reply {
@@ -181,6 +199,37 @@ impl TestServer {
             }
         })
     }
+
+    /// Hands `request` to the server's router, as it arrived (a raw path is
+    /// not normalised, as HTTP client libraries would).
+    pub fn oneshot(&self, request: axum::http::Request<axum::body::Body>) -> Reply {
+        use tower::ServiceExt as _;
+        let router = server::router(self.state.clone());
+        self.runtime.block_on(async move {
+            let response = router.oneshot(request).await.unwrap();
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            Reply {
+                status,
+                headers: headers_to_reqwest(&headers),
+                body: body.to_vec(),
+            }
+        })
+    }
+}
+
+fn headers_to_reqwest(headers: &axum::http::HeaderMap) -> reqwest::header::HeaderMap {
+    let mut out = reqwest::header::HeaderMap::new();
+    for (name, value) in headers {
+        out.append(
+            reqwest::header::HeaderName::from_bytes(name.as_str().as_bytes()).unwrap(),
+            reqwest::header::HeaderValue::from_bytes(value.as_bytes()).unwrap(),
+        );
+    }
+    out
 }
 
 impl Drop for TestServer {

@@ -1,0 +1,7 @@
+//! `serve` as users run it: the real binary, one module per concern.
+
+mod command_line;
+mod conda_fallback;
+mod lifecycle;
+mod memory;
+mod tls;
