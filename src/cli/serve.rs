@@ -34,8 +34,9 @@ const TLS_DIR: &str = ".auh-tls";
 /// certificate for localhost and a random token printed once.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The channel's root directory (a subdir such as .../linux-64, as the
-    /// original took, means its parent).
+    /// The channel's root directory (a known platform directory such as
+    /// .../linux-64, as the original took, or one holding its own
+    /// repodata.json, means its parent).
     #[arg(
         short = 'd',
         long = "write-dir",
@@ -303,7 +304,7 @@ fn check_local_channel(write_dir: &Path) -> anyhow::Result<()> {
 
 fn channel_root(write_dir: &Path) -> PathBuf {
     match write_dir.file_name().and_then(|n| n.to_str()) {
-        Some(name) if Subdir::is_valid(name) => {
+        Some(name) if names_a_subdir(write_dir, name) => {
             let parent = write_dir
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
@@ -316,6 +317,39 @@ fn channel_root(write_dir: &Path) -> PathBuf {
             parent.to_path_buf()
         }
         _ => write_dir.to_path_buf(),
+    }
+}
+
+/// A platform conda knows, or a directory already indexed as a subdir (its
+/// own `repodata.json` names it). CEP 26's pattern alone is not enough:
+/// `my-channel` and `conda-internal` match it and are channels (issue 14).
+fn names_a_subdir(write_dir: &Path, name: &str) -> bool {
+    if Subdir::is_known_platform(name) {
+        return true;
+    }
+    Subdir::is_valid(name) && holds_subdir_repodata(&write_dir.join("repodata.json"), name)
+}
+
+/// Whether `path` is a repodata.json whose `info.subdir` is `name` (a
+/// channel root never holds one; a stray one that names another subdir
+/// does not make the directory a subdir).
+fn holds_subdir_repodata(path: &Path, name: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        info: Option<Info>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Info {
+        subdir: Option<String>,
+    }
+    let Ok(file) = fs::File::open(path) else {
+        return false;
+    };
+    // Only `info` is wanted, but serde reads the rest of the document to
+    // check it: fine at start-up, once.
+    match serde_json::from_reader::<_, Head>(std::io::BufReader::new(file)) {
+        Ok(head) => head.info.and_then(|i| i.subdir).as_deref() == Some(name),
+        Err(_) => false,
     }
 }
 

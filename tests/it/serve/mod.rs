@@ -5,3 +5,4 @@ mod conda_fallback;
 mod lifecycle;
 mod memory;
 mod tls;
+mod write_dir;
