@@ -90,9 +90,17 @@ pub struct ServeArgs {
     /// Largest accepted upload, in bytes.
     #[arg(long, env = "AUH_MAX_UPLOAD_SIZE", default_value_t = Limits::default().max_upload_bytes)]
     max_upload_size: u64,
-    /// Uploads received at once; more are answered 503 with Retry-After.
+    /// Uploads received at once; more wait in a queue for a slot.
     #[arg(long, env = "AUH_MAX_CONCURRENT_UPLOADS", default_value_t = Limits::default().max_concurrent_uploads)]
     max_concurrent_uploads: usize,
+    /// Seconds an upload past --max-concurrent-uploads waits for a slot
+    /// before it is answered 503 with Retry-After (0: at once).
+    #[arg(long, env = "AUH_UPLOAD_QUEUE_TIMEOUT", value_name = "SECONDS",
+          default_value_t = Limits::default().upload_queue_timeout.as_secs())]
+    upload_queue_timeout: u64,
+    /// Uploads that may wait for a slot at once; more are answered 503.
+    #[arg(long, env = "AUH_MAX_QUEUED_UPLOADS", default_value_t = Limits::default().max_queued_uploads)]
+    max_queued_uploads: usize,
     /// Seconds a client may send nothing before its upload is cut off (408).
     #[arg(long, env = "AUH_IDLE_TIMEOUT", default_value_t = Limits::default().idle_timeout.as_secs())]
     idle_timeout: u64,
@@ -275,6 +283,9 @@ impl ServeArgs {
                 idle_timeout: Duration::from_secs(self.idle_timeout.max(1)),
                 header_timeout: Duration::from_secs(self.header_timeout.max(1)),
                 min_upload_rate: self.min_upload_rate,
+                upload_queue_timeout: Duration::from_secs(self.upload_queue_timeout),
+                max_queued_uploads: self.max_queued_uploads,
+                ..Limits::default()
             },
             allow_overwrite: self.allow_overwrite,
             channel_name: self.channel_name,

@@ -8,19 +8,21 @@
 //! extractors that check it first), `handlers/` (one module per protocol,
 //! and `files` for reads), [`listing`] (directory pages), [`staging`]
 //! (receiving bodies), [`slow_clients`] (timeouts and the minimum upload
-//! rate), [`error`] (every status code), [`access_log`], [`tls`]. [`run`]
-//! takes its listener and shutdown signal as parameters, so tests start it
-//! on port 0 and stop it cleanly.
+//! rate), [`lingering`] (refused bodies drained so the refusal is read),
+//! [`error`] (every status code), [`access_log`], [`tls`]. [`run`] takes
+//! its listener and shutdown signal as parameters, so tests start it on
+//! port 0 and stop it cleanly.
 //!
-//! A request goes one way: router → access log → slow-client guard →
-//! front door (`auth`) → handler → `publish` → the JSON answer (`error`
-//! for every refusal).
+//! A request goes one way: router → access log → lingering close →
+//! slow-client guard → front door (`auth`) → handler → `publish` → the
+//! JSON answer (`error` for every refusal).
 
 pub mod access_log;
 pub mod auth;
 pub mod config;
 pub mod error;
 mod handlers;
+pub mod lingering;
 pub mod listing;
 pub mod router;
 pub mod slow_clients;

@@ -8,6 +8,7 @@ use axum::{middleware, Router};
 
 use super::access_log::log_request;
 use super::handlers;
+use super::lingering;
 use super::slow_clients;
 use super::state::AppState;
 
@@ -52,6 +53,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             slow_clients::min_rate,
+        ))
+        // Outside the rate guard: it owns the raw body, so what a refusal
+        // left unread can still be drained.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            lingering::linger,
         ))
         .layer(middleware::from_fn(log_request))
         .with_state(state)

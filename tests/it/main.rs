@@ -20,6 +20,7 @@ mod object_storage;
 mod overload;
 mod patches;
 mod protocols;
+mod queue;
 mod reading;
 mod serve;
 mod serve_shards;
