@@ -34,6 +34,15 @@ const TLS_DIR: &str = ".auh-tls";
 /// certificate for localhost and a random token printed once.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// TOML file of serve options, keyed by their long flag names
+    /// (`port = 8443`, `token-file = "/etc/auh/tokens"`); flags and
+    /// environment variables override it.
+    #[arg(long, env = "AUH_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Print the effective configuration (as TOML, secrets redacted, each
+    /// value's source) and exit without serving.
+    #[arg(long)]
+    print_config: bool,
     /// The channel's root directory (a known platform directory such as
     /// .../linux-64, as the original took, or one holding its own
     /// repodata.json, means its parent).
@@ -229,9 +238,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 impl ServeArgs {
+    /// `--print-config`: print, do not serve.
+    pub fn prints_config(&self) -> bool {
+        self.print_config
+    }
+
     /// The command line's flags as the server's configuration: token files
     /// read, the channel root found, every choice made.
     fn into_config(self) -> anyhow::Result<ServeConfig> {
+        if let Some(file) = &self.config {
+            tracing::info!("options from config file {}", file.display());
+        }
         check_local_channel(&self.write_dir)?;
         let tokens = load_tokens(&self)?;
         let indexer = match self.indexer {
@@ -271,7 +288,12 @@ impl ServeArgs {
         let tls = match (self.insecure_http, self.certfile, self.keyfile) {
             (true, _, _) => TlsSetting::Off,
             (false, Some(cert), Some(key)) => TlsSetting::Files { cert, key },
-            _ => TlsSetting::SelfSigned,
+            // clap checks this for flags; a config file's values are
+            // defaults, which it does not check.
+            (false, Some(_), None) | (false, None, Some(_)) => {
+                bail!("--certfile and --keyfile go together: give both or neither")
+            }
+            (false, None, None) => TlsSetting::SelfSigned,
         };
         Ok(ServeConfig {
             root: channel_root(&self.write_dir),

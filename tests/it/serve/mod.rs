@@ -2,6 +2,7 @@
 
 mod command_line;
 mod conda_fallback;
+mod config_file;
 mod lifecycle;
 mod memory;
 mod tls;
