@@ -59,8 +59,8 @@ pub fn apply(
                     path.display()
                 )
             })?;
-            let values = strings(arg, value)
-                .with_context(|| format!("{}: `{key}`", path.display()))?;
+            let values =
+                strings(arg, value).with_context(|| format!("{}: `{key}`", path.display()))?;
             check(arg, &values).with_context(|| format!("{}: `{key}`", path.display()))?;
             defaults.push((arg.get_id().clone(), values));
         }
@@ -177,11 +177,11 @@ pub fn print(serve: &clap::Command, matches: &ArgMatches, from_file: &[String]) 
         }
         let source = match matches.value_source(id) {
             Some(ValueSource::CommandLine) => "flag".to_owned(),
-            Some(ValueSource::EnvVariable) => arg
-                .get_env()
-                .map_or("environment".to_owned(), |env| {
+            Some(ValueSource::EnvVariable) => {
+                arg.get_env().map_or("environment".to_owned(), |env| {
                     format!("environment {}", env.to_string_lossy())
-                }),
+                })
+            }
             Some(ValueSource::DefaultValue) if from_file.iter().any(|f| f == id) => {
                 "config file".to_owned()
             }

@@ -13,8 +13,8 @@ use artifact_upload_handler::server::Limits;
 
 use crate::common;
 use crate::common::channel::{listed, listed_names, package, sized_package, staged, TOKEN};
-use crate::common::server::TestServer;
 use crate::common::served::{client_trusting, runtime, serve_args, Served};
+use crate::common::server::TestServer;
 use artifact_upload_handler::generate::Format;
 
 #[test]
@@ -47,7 +47,10 @@ fn an_upload_past_the_cap_waits_for_a_slot() {
     common::wait_until("the second upload is queued", || {
         server.state.queued_uploads() == 1
     });
-    assert!(!second.is_finished(), "the second was answered while queued");
+    assert!(
+        !second.is_finished(),
+        "the second was answered while queued"
+    );
     release.send(()).unwrap();
     let first = server.runtime.block_on(first).unwrap().unwrap();
     assert_eq!(first.status().as_u16(), 201);
@@ -92,13 +95,12 @@ fn sixty_four_slow_uploads_on_defaults_all_succeed() {
             runtime.spawn(async move {
                 let size = bytes.len().div_ceil(BODY_CHUNKS);
                 let chunks: Vec<Vec<u8>> = bytes.chunks(size).map(<[u8]>::to_vec).collect();
-                let stream = futures_util::stream::unfold(chunks.into_iter(), move |mut rest| {
-                    async move {
+                let stream =
+                    futures_util::stream::unfold(chunks.into_iter(), move |mut rest| async move {
                         let chunk = rest.next()?;
                         tokio::time::sleep(pause).await;
                         Some((Ok::<_, std::io::Error>(chunk), rest))
-                    }
-                });
+                    });
                 let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(stream))
                     .file_name(name.clone());
                 let form = reqwest::multipart::Form::new()
@@ -254,7 +256,9 @@ fn early_refusals_are_read_by_requests_curl_and_reqwest() {
     // Nothing refused reached the channel.
     assert!(!channel.join("noarch/big-1.0-0.conda").exists());
     assert_eq!(
-        listed_names(&channel, "noarch").into_iter().collect::<Vec<_>>(),
+        listed_names(&channel, "noarch")
+            .into_iter()
+            .collect::<Vec<_>>(),
         ["holder-1.0-0.conda"]
     );
 }

@@ -138,7 +138,17 @@ fn every_option_round_trips_through_a_config_file() {
             continue;
         };
         let long = long.split([' ', '=', ',', '<']).next().unwrap();
-        if ["help", "config", "print-config", "quiet", "verbose", ""].contains(&long) {
+        if [
+            "help",
+            "version",
+            "config",
+            "print-config",
+            "quiet",
+            "verbose",
+            "",
+        ]
+        .contains(&long)
+        {
             continue;
         }
         assert!(
@@ -226,6 +236,10 @@ fn a_bad_config_file_is_refused_naming_the_key() {
         if message != "cannot read config file" {
             assert!(stderr.contains(&path.display().to_string()), "{stderr}");
         }
-        assert!(!channel.exists(), "{}: the channel was touched", path.display());
+        assert!(
+            !channel.exists(),
+            "{}: the channel was touched",
+            path.display()
+        );
     }
 }
