@@ -21,6 +21,7 @@ mod overload;
 mod patches;
 mod protocols;
 mod queue;
+mod queue_load;
 mod reading;
 mod serve;
 mod serve_shards;
