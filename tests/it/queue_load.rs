@@ -44,7 +44,13 @@ fn a_thousand_uploads_from_32_clients_into_100000_packages_on_defaults() {
     eprintln!("indexed in {:.1} s", started.elapsed().as_secs_f64());
     // Default limits: only the port and the token are given.
     let started = Instant::now();
-    let served = Served::start(dir.path(), &serve_args(&channel, None, &[]), &[]);
+    // A debug build takes minutes to write 100,000 packages' outputs.
+    let served = Served::start_within(
+        dir.path(),
+        &serve_args(&channel, None, &[]),
+        &[],
+        std::time::Duration::from_secs(1200),
+    );
     eprintln!("serve started in {:.1} s", started.elapsed().as_secs_f64());
     let cert = channel.join(".auh-tls/localhost-cert.pem");
     let pem = std::fs::read(&cert).unwrap();
