@@ -16,8 +16,18 @@
 //! though each looks harmless alone). Hard links are followed when they are
 //! made; symlinks once the whole package is known ([`MemberRules::finish`]),
 //! since a later link can redirect an earlier one.
+//!
+//! Every installer writes a member over an earlier one of the same path, so
+//! the last copy is what gets installed while a reader that stops at the
+//! first (ours, for `info/index.json`) sees another: two members naming the
+//! same path (`info/index.json`, `./info/index.json`, `info//index.json`)
+//! are refused, in one tar or across a `.conda`'s two. Under `info/` names
+//! are compared without case too, since macOS and Windows clients fold
+//! case (elsewhere real packages do ship names differing only in case,
+//! ncurses' terminfo). And `info/` belongs to the info archive alone:
+//! rattler reads `info/index.json` from the `pkg-` archive too.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
 use tar::{Entry, EntryType};
@@ -34,9 +44,53 @@ const MAX_SYMLINK_HOPS: usize = 40;
 pub(crate) struct MemberRules {
     /// Normalised member name → link target, for every symlink so far.
     symlinks: HashMap<Vec<u8>, Vec<u8>>,
+    /// The path each member so far installs to (see [`install_key`]);
+    /// directories apart, since making one twice is harmless.
+    files: HashSet<Vec<u8>>,
+    directories: HashSet<Vec<u8>>,
+    /// Checking the `pkg-` part of a `.conda` now.
+    in_pkg_archive: bool,
 }
 
 impl MemberRules {
+    /// The members that follow come from a `.conda`'s `pkg-` archive.
+    pub(crate) fn enter_pkg_archive(&mut self) {
+        self.in_pkg_archive = true;
+    }
+
+    /// Refuses a second member at the same path, and `info/` in the `pkg-`
+    /// archive.
+    fn check_unique<R: Read>(&mut self, entry: &Entry<'_, R>) -> Result<(), PackageError> {
+        let name = entry.path_bytes();
+        let shown = || String::from_utf8_lossy(&name).into_owned();
+        let key = install_key(&name);
+        if self.in_pkg_archive && is_info(&key) {
+            return Err(PackageError::InfoInPkgArchive(shown()));
+        }
+        let kind = entry.header().entry_type();
+        if kind == EntryType::XGlobalHeader {
+            return Ok(());
+        }
+        let (first, repeated) = if kind == EntryType::Directory {
+            (self.directories.insert(key.clone()), self.files.contains(&key))
+        } else {
+            (self.files.insert(key.clone()), self.directories.contains(&key))
+        };
+        if !first {
+            return Err(PackageError::DuplicateMember {
+                member: shown(),
+                why: "names a path an earlier member already has (clients install the last copy)",
+            });
+        }
+        if repeated {
+            return Err(PackageError::DuplicateMember {
+                member: shown(),
+                why: "is both a directory and a file",
+            });
+        }
+        Ok(())
+    }
+
     /// Checks one member's name, type and link target.
     pub(crate) fn check<R: Read>(&mut self, entry: &Entry<'_, R>) -> Result<(), PackageError> {
         let name = entry.path_bytes();
@@ -57,6 +111,7 @@ impl MemberRules {
                 "replaces an earlier symlink, so it would be written through it".into(),
             ));
         }
+        self.check_unique(entry)?;
         match kind {
             EntryType::Regular
             | EntryType::Continuous
@@ -159,8 +214,25 @@ impl MemberRules {
 }
 
 /// `./a//b/` and `a/b` name the same member.
-fn normalised(name: &[u8]) -> Vec<u8> {
+pub(crate) fn normalised(name: &[u8]) -> Vec<u8> {
     components(name).collect::<Vec<_>>().join(&b'/')
+}
+
+/// The path a member is installed to, as a client's file system tells
+/// paths apart: normalised, and without case under `info/`.
+fn install_key(name: &[u8]) -> Vec<u8> {
+    let mut key = normalised(name);
+    if is_info(&key) {
+        key.make_ascii_lowercase();
+    }
+    key
+}
+
+/// Whether a normalised name is `info` or lies under it, in any case.
+fn is_info(name: &[u8]) -> bool {
+    components(name)
+        .next()
+        .is_some_and(|first| first.eq_ignore_ascii_case(b"info"))
 }
 
 fn link_target<R: Read>(entry: &Entry<'_, R>) -> Option<Vec<u8>> {

@@ -20,6 +20,7 @@ mod error;
 pub(crate) mod info;
 mod member_rules;
 mod tar_bz2;
+mod zip_layout;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};

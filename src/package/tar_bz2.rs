@@ -12,7 +12,14 @@ use super::info::{self, InfoMembers, MemberRules, Walk};
 use super::PackageError;
 
 pub(crate) fn read_info<R: Read>(file: R, walk: Walk) -> Result<InfoMembers, PackageError> {
-    let decoder = info::DecompressorErrors::new(Bz2Decoder::new(file));
+    // An upload must end with its first stream (see
+    // `Bz2Decoder::single_stream`); the index reads like conda-index.
+    let decoder = if walk.strict {
+        Bz2Decoder::single_stream(file)
+    } else {
+        Bz2Decoder::new(file)
+    };
+    let decoder = info::DecompressorErrors::new(decoder);
     let mut rules = MemberRules::default();
     let members = info::collect(decoder, walk, &mut rules)?;
     if walk.strict {
