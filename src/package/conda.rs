@@ -25,14 +25,17 @@ use super::info::{self, InfoMembers, MemberRules, StopRule, Walk};
 use super::{zip_layout, PackageError};
 
 pub(crate) fn read_info<R: Read + Seek>(
-    file: R,
+    mut file: R,
     stem: &str,
     walk: Walk,
 ) -> Result<InfoMembers, PackageError> {
+    zip_layout::check(&mut file)?;
     let mut archive = ZipArchive::new(file).map_err(|e| PackageError::NotAZip(e.to_string()))?;
-    zip_layout::check(&mut archive)?;
     let info_name = format!("info-{stem}.tar.zst");
     let pkg_name = format!("pkg-{stem}.tar.zst");
+    if archive.index_for_name(&info_name).is_none() {
+        return Err(PackageError::MissingInfoArchive(info_name));
+    }
     if let Some(other) = archive
         .file_names_raw()
         .find(|name| ![b"metadata.json", info_name.as_bytes(), pkg_name.as_bytes()].contains(name))

@@ -39,7 +39,9 @@ pub enum PackageError {
     MissingPkgArchive(String),
     #[error("the ZIP central directory lists `{0}` more than once (readers disagree on which copy is the member)")]
     ZipDuplicateEntry(String),
-    #[error("ZIP entry `{central}` has the local header name `{local}` (readers disagree on its name)")]
+    #[error(
+        "ZIP entry `{central}` has the local header name `{local}` (readers disagree on its name)"
+    )]
     ZipNameMismatch { central: String, local: String },
     #[error("{len} bytes at offset {offset} belong to no entry in the ZIP central directory (hidden data or a hidden local entry)")]
     ZipUnlistedBytes { offset: u64, len: u64 },
@@ -49,7 +51,9 @@ pub enum PackageError {
     UnexpectedZipEntry(String),
     #[error("tar member {member:?} {why}")]
     DuplicateMember { member: String, why: &'static str },
-    #[error("tar member {0:?} is in the pkg- archive: info/ members belong in the info- archive only")]
+    #[error(
+        "tar member {0:?} is in the pkg- archive: info/ members belong in the info- archive only"
+    )]
     InfoInPkgArchive(String),
     #[error("{0}")]
     TrailingData(String),

@@ -111,19 +111,44 @@ fn scan<R: Read>(tar: R, walk: Walk, rules: &mut MemberRules) -> Result<Found, P
         {
             break;
         }
-        if name == INDEX_JSON.as_bytes() {
-            // Clients install the last copy: reading the first of two would
-            // index metadata nobody installs (the strict walk's rules
-            // refuse the second copy before this).
-            if found.index_json.is_some() {
-                return Err(duplicate(&entry));
-            }
-            found.index_json = Some(read_member(&mut entry, INDEX_JSON, walk)?);
+        let wanted = if name == INDEX_JSON.as_bytes() {
+            Some(INDEX_JSON)
         } else if name == RUN_EXPORTS_JSON.as_bytes() {
-            if found.run_exports_json.is_some() {
-                return Err(duplicate(&entry));
+            Some(RUN_EXPORTS_JSON)
+        } else {
+            None
+        };
+        // Small info files are read whole on a strict walk: their bytes
+        // tell an exact repeat (harmless, and real packages have them)
+        // from a second copy that differs.
+        let kind = entry.header().entry_type();
+        let small_info_file = name.starts_with(b"info/")
+            && matches!(kind, EntryType::Regular | EntryType::Continuous)
+            && entry.size() <= MAX_INFO_MEMBER_BYTES;
+        let content = match wanted {
+            Some(member) => Some(read_member(&mut entry, member, walk)?),
+            None if walk.strict && small_info_file => {
+                Some(read_member(&mut entry, "an info member", walk)?)
             }
-            found.run_exports_json = Some(read_member(&mut entry, RUN_EXPORTS_JSON, walk)?);
+            None => None,
+        };
+        if walk.strict {
+            rules.check_unique(&entry, content.as_deref())?;
+        }
+        let (Some(member), Some(content)) = (wanted, content) else {
+            continue;
+        };
+        let slot = if member == INDEX_JSON {
+            &mut found.index_json
+        } else {
+            &mut found.run_exports_json
+        };
+        match slot {
+            // Clients install the last copy: indexing the first of two
+            // different ones would list metadata nobody installs.
+            Some(first) if *first != content => return Err(duplicate(&entry)),
+            Some(_) => {}
+            None => *slot = Some(content),
         }
     }
     if walk.stop == StopRule::EveryMember {

@@ -30,6 +30,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
+use sha2::{Digest, Sha256};
 use tar::{Entry, EntryType};
 
 use super::PackageError;
@@ -45,8 +46,11 @@ pub(crate) struct MemberRules {
     /// Normalised member name → link target, for every symlink so far.
     symlinks: HashMap<Vec<u8>, Vec<u8>>,
     /// The path each member so far installs to (see [`install_key`]);
-    /// directories apart, since making one twice is harmless.
-    files: HashSet<Vec<u8>>,
+    /// directories apart, since making one twice is harmless (real
+    /// packages list `info/` twice).
+    /// Each path's content digest, where the walk read it (small `info/`
+    /// files).
+    files: HashMap<Vec<u8>, Option<[u8; 32]>>,
     directories: HashSet<Vec<u8>>,
     /// Checking the `pkg-` part of a `.conda` now.
     in_pkg_archive: bool,
@@ -59,8 +63,14 @@ impl MemberRules {
     }
 
     /// Refuses a second member at the same path, and `info/` in the `pkg-`
-    /// archive.
-    fn check_unique<R: Read>(&mut self, entry: &Entry<'_, R>) -> Result<(), PackageError> {
+    /// archive. `content` is the member's bytes, when the walk read them: a
+    /// second copy with the same bytes is what the first installs, and
+    /// passes.
+    pub(crate) fn check_unique<R: Read>(
+        &mut self,
+        entry: &Entry<'_, R>,
+        content: Option<&[u8]>,
+    ) -> Result<(), PackageError> {
         let name = entry.path_bytes();
         let shown = || String::from_utf8_lossy(&name).into_owned();
         let key = install_key(&name);
@@ -71,21 +81,25 @@ impl MemberRules {
         if kind == EntryType::XGlobalHeader {
             return Ok(());
         }
-        let (first, repeated) = if kind == EntryType::Directory {
-            (self.directories.insert(key.clone()), self.files.contains(&key))
+        let digest = content.map(|bytes| <[u8; 32]>::from(Sha256::digest(bytes)));
+        let conflict = if kind == EntryType::Directory {
+            self.directories.insert(key.clone());
+            self.files
+                .contains_key(&key)
+                .then_some("is both a file and a directory")
+        } else if let Some(earlier) = self.files.insert(key.clone(), digest) {
+            (earlier.is_none() || earlier != digest).then_some(
+                "names a path an earlier member already has, with other content (clients install the last copy)",
+            )
         } else {
-            (self.files.insert(key.clone()), self.directories.contains(&key))
+            self.directories
+                .contains(&key)
+                .then_some("is both a directory and a file")
         };
-        if !first {
+        if let Some(why) = conflict {
             return Err(PackageError::DuplicateMember {
                 member: shown(),
-                why: "names a path an earlier member already has (clients install the last copy)",
-            });
-        }
-        if repeated {
-            return Err(PackageError::DuplicateMember {
-                member: shown(),
-                why: "is both a directory and a file",
+                why,
             });
         }
         Ok(())
@@ -111,7 +125,6 @@ impl MemberRules {
                 "replaces an earlier symlink, so it would be written through it".into(),
             ));
         }
-        self.check_unique(entry)?;
         match kind {
             EntryType::Regular
             | EntryType::Continuous

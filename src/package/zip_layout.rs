@@ -44,14 +44,23 @@ struct Entry {
     crc32: u32,
 }
 
-/// Checks that the archive's local entries and central directory agree
-/// one to one and cover the whole file (see the module doc).
-pub(crate) fn check<R: Read + Seek>(archive: &mut ZipArchive<R>) -> Result<(), PackageError> {
+/// Checks that the file's local entries and central directory agree one
+/// to one and cover the whole file (see the module doc). The directory is
+/// parsed here and again by the caller: the crate lends no access to its
+/// reader, and a directory is small.
+pub(crate) fn check<R: Read + Seek>(reader: &mut R) -> Result<(), PackageError> {
+    let mut archive =
+        ZipArchive::new(&mut *reader).map_err(|e| PackageError::NotAZip(e.to_string()))?;
     if archive.offset() != 0 {
         return Err(unlisted(0, archive.offset()));
     }
     if archive.has_duplicate_names() {
-        return Err(PackageError::ZipDuplicateEntry(duplicate_name(archive)?));
+        let directory_start = archive.central_directory_start();
+        drop(archive);
+        return Err(PackageError::ZipDuplicateEntry(duplicate_name(
+            reader,
+            directory_start,
+        )?));
     }
     if !archive.comment().is_empty() {
         return Err(PackageError::ZipLayout(
@@ -72,7 +81,7 @@ pub(crate) fn check<R: Read + Seek>(archive: &mut ZipArchive<R>) -> Result<(), P
         });
     }
     let directory_start = archive.central_directory_start();
-    let reader = archive.get_mut_reader();
+    drop(archive);
     let file_len = reader.seek(SeekFrom::End(0))?;
     let mut at = 0;
     let mut by_offset: Vec<&Entry> = entries.iter().collect();
@@ -92,7 +101,9 @@ pub(crate) fn check<R: Read + Seek>(archive: &mut ZipArchive<R>) -> Result<(), P
         let name_len = u64::from(le16(&header, 28));
         let extra_len = u64::from(le16(&header, 30));
         let comment_len = u64::from(le16(&header, 32));
-        if le32(&header, 0) != CENTRAL_HEADER || read_at(reader, at + CENTRAL_FIXED, name_len)? != entry.name {
+        if le32(&header, 0) != CENTRAL_HEADER
+            || read_at(reader, at + CENTRAL_FIXED, name_len)? != entry.name
+        {
             return Err(PackageError::ZipLayout(format!(
                 "the ZIP central directory at offset {at} does not list `{}` where expected",
                 shown(&entry.name)
@@ -194,8 +205,15 @@ fn skip_zip64_end<R: Read + Seek>(reader: &mut R, at: u64) -> Result<u64, Packag
         .checked_add(12)
         .and_then(|v| v.checked_add(at))
         .ok_or_else(|| PackageError::ZipLayout("ZIP64 end record size overflows".into()))?;
-    let locator = read_at(reader, record_len, ZIP64_LOCATOR_LEN.min(file_len.saturating_sub(record_len)))?;
-    if locator.len() as u64 != ZIP64_LOCATOR_LEN || le32(&locator, 0) != ZIP64_LOCATOR || le64(&locator, 8) != at {
+    let locator = read_at(
+        reader,
+        record_len,
+        ZIP64_LOCATOR_LEN.min(file_len.saturating_sub(record_len)),
+    )?;
+    if locator.len() as u64 != ZIP64_LOCATOR_LEN
+        || le32(&locator, 0) != ZIP64_LOCATOR
+        || le64(&locator, 8) != at
+    {
         return Err(unlisted(at, file_len.saturating_sub(at)));
     }
     Ok(record_len + ZIP64_LOCATOR_LEN)
@@ -203,9 +221,11 @@ fn skip_zip64_end<R: Read + Seek>(reader: &mut R, at: u64) -> Result<u64, Packag
 
 /// Names a file listed twice, by walking the directory's own records
 /// (the crate keeps only one entry per name).
-fn duplicate_name<R: Read + Seek>(archive: &mut ZipArchive<R>) -> Result<String, PackageError> {
-    let mut at = archive.central_directory_start();
-    let reader = archive.get_mut_reader();
+fn duplicate_name<R: Read + Seek>(
+    reader: &mut R,
+    directory_start: u64,
+) -> Result<String, PackageError> {
+    let mut at = directory_start;
     let mut seen = std::collections::HashSet::new();
     loop {
         let header = match read_at(reader, at, CENTRAL_FIXED) {
@@ -217,10 +237,8 @@ fn duplicate_name<R: Read + Seek>(archive: &mut ZipArchive<R>) -> Result<String,
         if !seen.insert(name.clone()) {
             return Ok(shown(&name));
         }
-        at += CENTRAL_FIXED
-            + name_len
-            + u64::from(le16(&header, 30))
-            + u64::from(le16(&header, 32));
+        at +=
+            CENTRAL_FIXED + name_len + u64::from(le16(&header, 30)) + u64::from(le16(&header, 32));
     }
 }
 
