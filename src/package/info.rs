@@ -161,9 +161,18 @@ fn scan<R: Read>(tar: R, walk: Walk, rules: &mut MemberRules) -> Result<Found, P
 
 /// The member's name as the path it installs to: some tools write
 /// `./info/index.json`, which conda itself installs correctly, and
-/// `info//index.json` lands in the same file.
+/// `info//index.json` lands in the same file, as `INFO/index.json` does
+/// on the case-folding file systems of macOS and Windows.
 fn member_name<R: Read>(entry: &Entry<'_, R>) -> Vec<u8> {
-    normalised(&entry.path_bytes())
+    let mut name = normalised(&entry.path_bytes());
+    if name.len() >= 5
+        && name
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"info/"))
+    {
+        name.make_ascii_lowercase();
+    }
+    name
 }
 
 fn duplicate<R: Read>(entry: &Entry<'_, R>) -> PackageError {
