@@ -216,9 +216,9 @@ fn conda_variant(kind: Hostile, spec: &PackageSpec) -> Result<Vec<u8>, GenerateE
     let evil_zst = zstd_tar(spec, &evil_payload, "build evil pkg tar")?;
     let info_name = format!("info-{stem}.tar.zst");
     let pkg_name = format!("pkg-{stem}.tar.zst");
-    let listed = |name: &str, data: &[u8]| Entry {
-        local_name: name.to_owned(),
-        central_name: Some(name.to_owned()),
+    let listed = |name: &str, data: &[u8]| ZipEntry {
+        local_name: name.as_bytes().to_vec(),
+        central_name: Some(name.as_bytes().to_vec()),
         data: data.to_vec(),
     };
     let mut entries = vec![
@@ -232,16 +232,16 @@ fn conda_variant(kind: Hostile, spec: &PackageSpec) -> Result<Vec<u8>, GenerateE
             entries.push(listed(&pkg_name, &pkg_zst));
         }
         Hostile::HiddenLocalEntry => {
-            entries.push(Entry {
-                local_name: pkg_name.clone(),
+            entries.push(ZipEntry {
+                local_name: pkg_name.clone().into_bytes(),
                 central_name: None,
                 data: evil_zst,
             });
             entries.push(listed(&pkg_name, &pkg_zst));
         }
-        Hostile::LocalNameMismatch => entries.push(Entry {
-            local_name: format!("pkg-{stem}.hidden"),
-            central_name: Some(pkg_name),
+        Hostile::LocalNameMismatch => entries.push(ZipEntry {
+            local_name: format!("pkg-{stem}.hidden").into_bytes(),
+            central_name: Some(pkg_name.into_bytes()),
             data: pkg_zst,
         }),
         Hostile::PrefixBytes => {
@@ -303,18 +303,20 @@ fn zstd_bytes(data: &[u8], file: &str) -> Result<Vec<u8>, GenerateError> {
 
 /// One stored ZIP entry: its local header's name, the central directory's
 /// (none: not listed), and its bytes.
-struct Entry {
-    local_name: String,
-    central_name: Option<String>,
-    data: Vec<u8>,
+#[derive(Debug, Clone)]
+pub struct ZipEntry {
+    pub local_name: Vec<u8>,
+    pub central_name: Option<Vec<u8>>,
+    pub data: Vec<u8>,
 }
 
 /// 1980-01-01 00:00 in DOS date format (the `zip` crate's default).
 const DOS_DATE: u16 = (1 << 5) | 1;
 
 /// A stored (uncompressed) ZIP of `entries` in order, with the central
-/// directory listing the listed ones.
-fn stored_zip(entries: &[Entry]) -> Vec<u8> {
+/// directory listing the listed ones (also the fuzz targets' ZIP
+/// mutator's writer).
+pub fn stored_zip(entries: &[ZipEntry]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut central = Vec::new();
     let mut listed = 0u16;
@@ -330,7 +332,7 @@ fn stored_zip(entries: &[Entry]) -> Vec<u8> {
         out.extend(size.to_le_bytes());
         out.extend((entry.local_name.len() as u16).to_le_bytes());
         out.extend(0u16.to_le_bytes());
-        out.extend(entry.local_name.as_bytes());
+        out.extend(&entry.local_name);
         out.extend(&entry.data);
         let Some(name) = &entry.central_name else {
             continue;
@@ -346,7 +348,7 @@ fn stored_zip(entries: &[Entry]) -> Vec<u8> {
         central.extend([0, 0, 0, 0, 0, 0, 0, 0]); // extra, comment, disk, internal
         central.extend((0o100_644u32 << 16).to_le_bytes());
         central.extend(offset.to_le_bytes());
-        central.extend(name.as_bytes());
+        central.extend(name);
     }
     let directory_start = out.len() as u32;
     out.extend(&central);
