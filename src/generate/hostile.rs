@@ -377,3 +377,70 @@ fn crc32(data: &[u8]) -> u32 {
     }
     !crc
 }
+
+/// Odd but sound packages, each in both formats: what the server accepts
+/// and conda and rattler must extract the same way (committed as
+/// `fixtures/accepted-corpus/`, seeds for the fuzz targets).
+pub fn accepted_corpus() -> Vec<PackageSpec> {
+    let symlink = |path: &str, target: &str| Member {
+        path: path.into(),
+        kind: MemberKind::Symlink(target.into()),
+    };
+    let mut specs = Vec::new();
+    for format in [Format::TarBz2, Format::Conda] {
+        let spec = |name: &str| {
+            let mut spec = PackageSpec::new(name, "1.0", "0", "noarch", format);
+            spec.payload_bytes = 512;
+            spec
+        };
+        specs.push(spec("corpus-plain"));
+        let mut dotslash = spec("corpus-dotslash");
+        dotslash.dotslash = true;
+        specs.push(dotslash);
+        let mut links = spec("corpus-links");
+        links.extra_pkg_members = vec![
+            Member::file("lib/links/a.txt", b"a".to_vec()),
+            symlink("lib/links/b.txt", "a.txt"),
+            symlink("bin/tool", "../lib/links/a.txt"),
+            Member {
+                path: "lib/links/c.txt".into(),
+                kind: MemberKind::Hardlink("lib/links/a.txt".into()),
+            },
+        ];
+        specs.push(links);
+        let mut long = spec("corpus-long-names");
+        let deep = format!("share/{}/{}.txt", "d".repeat(90), "f".repeat(80));
+        long.extra_pkg_members = vec![
+            Member::file(deep.clone(), b"deep".to_vec()),
+            symlink("share/deep-link", &deep.replacen("share/", "", 1)),
+        ];
+        specs.push(long);
+        let mut exports = spec("corpus-exports");
+        exports.depends = vec!["python >=3.8".into(), "libzlib >=1.2,<2".into()];
+        exports.run_exports = Some(json!({"weak": ["corpus-exports >=1.0"]}));
+        specs.push(exports);
+        let mut repeat = spec("corpus-repeat-info");
+        repeat.extra_info_members = vec![
+            Member::file("info/files", b"lib/x\n".to_vec()),
+            Member::file("./info/files", b"lib/x\n".to_vec()),
+        ];
+        specs.push(repeat);
+        let mut dirs = spec("corpus-dirs");
+        dirs.extra_pkg_members = vec![
+            Member {
+                path: "etc/conf.d/".into(),
+                kind: MemberKind::Dir,
+            },
+            Member::file("etc/conf.d/a.conf", b"x=1\n".to_vec()),
+            Member {
+                path: "etc/conf.d".into(),
+                kind: MemberKind::Dir,
+            },
+        ];
+        specs.push(dirs);
+        let mut unicode = spec("corpus-unicode");
+        unicode.extra_pkg_members = vec![Member::file("share/ünïcødé €.txt", b"u".to_vec())];
+        specs.push(unicode);
+    }
+    specs
+}

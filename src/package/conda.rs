@@ -28,7 +28,7 @@ pub(crate) fn read_info<R: Read + Seek>(
     mut file: R,
     stem: &str,
     walk: Walk,
-) -> Result<InfoMembers, PackageError> {
+) -> Result<(InfoMembers, Vec<Vec<u8>>), PackageError> {
     zip_layout::check(&mut file)?;
     let mut archive = ZipArchive::new(file).map_err(|e| PackageError::NotAZip(e.to_string()))?;
     let info_name = format!("info-{stem}.tar.zst");
@@ -72,7 +72,7 @@ pub(crate) fn read_info<R: Read + Seek>(
         )?;
         rules.finish()?;
     }
-    Ok(members)
+    Ok((members, rules.into_installed()))
 }
 
 /// Runs `read` on the decompressed tar stream of the root member `name`;

@@ -54,9 +54,18 @@ pub(crate) struct MemberRules {
     directories: HashSet<Vec<u8>>,
     /// Checking the `pkg-` part of a `.conda` now.
     in_pkg_archive: bool,
+    /// Every path a member other than a directory installs, normalised,
+    /// in order: what was verified, for comparing with what clients
+    /// extract.
+    installed: Vec<Vec<u8>>,
 }
 
 impl MemberRules {
+    /// The paths the members other than directories install, in order.
+    pub(crate) fn into_installed(self) -> Vec<Vec<u8>> {
+        self.installed
+    }
+
     /// The members that follow come from a `.conda`'s `pkg-` archive.
     pub(crate) fn enter_pkg_archive(&mut self) {
         self.in_pkg_archive = true;
@@ -80,6 +89,9 @@ impl MemberRules {
         let kind = entry.header().entry_type();
         if kind == EntryType::XGlobalHeader {
             return Ok(());
+        }
+        if kind != EntryType::Directory {
+            self.installed.push(normalised(&name));
         }
         let digest = content.map(|bytes| <[u8; 32]>::from(Sha256::digest(bytes)));
         let conflict = if kind == EntryType::Directory {

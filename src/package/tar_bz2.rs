@@ -11,7 +11,12 @@ use super::bz2::Bz2Decoder;
 use super::info::{self, InfoMembers, MemberRules, Walk};
 use super::PackageError;
 
-pub(crate) fn read_info<R: Read>(file: R, walk: Walk) -> Result<InfoMembers, PackageError> {
+/// The info members and, on a strict walk, the paths verified (see
+/// [`MemberRules::into_installed`]).
+pub(crate) fn read_info<R: Read>(
+    file: R,
+    walk: Walk,
+) -> Result<(InfoMembers, Vec<Vec<u8>>), PackageError> {
     // An upload must end with its first stream (see
     // `Bz2Decoder::single_stream`); the index reads like conda-index.
     let decoder = if walk.strict {
@@ -25,5 +30,5 @@ pub(crate) fn read_info<R: Read>(file: R, walk: Walk) -> Result<InfoMembers, Pac
     if walk.strict {
         rules.finish()?;
     }
-    Ok(members)
+    Ok((members, rules.into_installed()))
 }

@@ -10,6 +10,7 @@ mod clients;
 mod crash;
 mod crash_serve;
 mod differential;
+mod extractors;
 mod faults;
 mod golden;
 mod hostile_packages;
