@@ -12,6 +12,7 @@ mod crash_serve;
 mod differential;
 mod faults;
 mod golden;
+mod hostile_requests;
 mod incremental;
 mod invalid;
 mod json_oracle;
