@@ -57,7 +57,10 @@ pub fn redact_path_token(path: &str) -> String {
         return path.to_owned();
     };
     let decoded = |raw: &str| percent_decode_str(raw).decode_utf8_lossy().into_owned();
-    let head = segments.get(first).map(|raw| decoded(raw)).unwrap_or_default();
+    let head = segments
+        .get(first)
+        .map(|raw| decoded(raw))
+        .unwrap_or_default();
     if head == "t" {
         if let Some(token) = segments.get_mut(first + 1) {
             *token = "<token>";
@@ -169,11 +172,7 @@ pub async fn log_request(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let response = next.run(request).await;
     let note = response.extensions().get::<UploadNote>().cloned();
-    let received = note
-        .as_ref()
-        .map(|n| n.received)
-        .or(declared)
-        .unwrap_or(0);
+    let received = note.as_ref().map(|n| n.received).or(declared).unwrap_or(0);
     let line = Line {
         started,
         method,

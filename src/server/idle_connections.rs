@@ -140,7 +140,13 @@ where
                 timeout,
                 timer: Box::pin(tokio::time::sleep(timeout)),
             };
-            Ok((stream, Tracked { inner: service, activity }))
+            Ok((
+                stream,
+                Tracked {
+                    inner: service,
+                    activity,
+                },
+            ))
         })
     }
 }

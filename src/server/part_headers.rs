@@ -176,7 +176,11 @@ impl<S> PartHeaderCap<S> {
         let end = match self.phase {
             Phase::Preamble => {
                 let overlap = self.first.len().saturating_sub(1);
-                find(&self.held, &self.first, searched_from.saturating_sub(overlap))
+                find(
+                    &self.held,
+                    &self.first,
+                    searched_from.saturating_sub(overlap),
+                )
             }
             _ => self.header_block_end(searched_from),
         };
@@ -212,7 +216,10 @@ impl<S> PartHeaderCap<S> {
         if held.starts_with(b"--") {
             return Some(2);
         }
-        let padding = held.iter().take_while(|b| **b == b' ' || **b == b'\t').count();
+        let padding = held
+            .iter()
+            .take_while(|b| **b == b' ' || **b == b'\t')
+            .count();
         let headers = padding + 2;
         if held.len() < headers {
             return None;
@@ -318,7 +325,12 @@ mod tests {
             canonical_boundary(&mut headers).map(|b| {
                 (
                     b,
-                    headers.get(CONTENT_TYPE).unwrap().to_str().unwrap().to_owned(),
+                    headers
+                        .get(CONTENT_TYPE)
+                        .unwrap()
+                        .to_str()
+                        .unwrap()
+                        .to_owned(),
                 )
             })
         };

@@ -57,9 +57,8 @@ pub async fn refuse_early(
         );
     }
     let request = match boundary {
-        Some(boundary) => request.map(|body| {
-            Body::from_stream(PartHeaderCap::new(body.into_data_stream(), &boundary))
-        }),
+        Some(boundary) => request
+            .map(|body| Body::from_stream(PartHeaderCap::new(body.into_data_stream(), &boundary))),
         None => request,
     };
     next.run(request).await

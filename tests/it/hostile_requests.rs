@@ -80,7 +80,10 @@ fn the_token_must_come_before_the_artifact_and_nothing_is_staged_without_it() {
     assert_eq!(channel_state(server.channel()), before);
     assert_eq!(staged(server.channel()), 0);
     // In the usual order the same upload goes through.
-    let ordered = form_with(&name, &[("token", "", TOKEN.as_bytes()), ("artifact", "", &bytes)]);
+    let ordered = form_with(
+        &name,
+        &[("token", "", TOKEN.as_bytes()), ("artifact", "", &bytes)],
+    );
     let reply = server.oneshot(multipart_post("/", ordered));
     assert_eq!(reply.status, 201, "{:?} {name}", reply.json());
 }
@@ -101,10 +104,9 @@ fn long_part_headers_get_431_before_the_token_is_read() {
     }
     let prefix = format!("/api/v1/upload/{CHANNEL}");
     let mut request = multipart_post(&prefix, form(&[("file", &pad, b"x")]));
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {TOKEN}").parse().unwrap(),
-    );
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
     assert_eq!(server.oneshot(request).status, 431);
     let bad_boundary = Request::post("/")
         .header("content-type", "multipart/form-data; boundary=\"\"")
@@ -122,7 +124,11 @@ fn a_declared_size_past_the_limit_is_413_on_every_upload_route_without_a_token()
     let routes = [
         ("POST", "/".to_owned(), true),
         ("POST", format!("/api/v1/upload/{CHANNEL}"), true),
-        ("POST", format!("/api/channels/{CHANNEL}/upload/a-1.0-0.conda"), false),
+        (
+            "POST",
+            format!("/api/channels/{CHANNEL}/upload/a-1.0-0.conda"),
+            false,
+        ),
         ("PUT", "/noarch/a-1.0-0.conda".to_owned(), false),
         ("PUT", format!("/{CHANNEL}/noarch/a-1.0-0.conda"), false),
     ];
@@ -228,9 +234,7 @@ async fn idle_http2(port: u16) -> Duration {
 /// A no-token HTTP/2 upload whose first form field trickles in, one byte
 /// every `pause`, for as long as the server lets it.
 async fn trickling_stream(client: reqwest::Client, url: String, pause: Duration) -> u16 {
-    let head = format!(
-        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"arch\"\r\n\r\n"
-    );
+    let head = format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"arch\"\r\n\r\n");
     let body = futures_util::stream::unfold(0usize, move |sent| {
         let bytes = if sent == 0 {
             head.clone().into_bytes()
@@ -284,9 +288,8 @@ fn a_no_token_client_cannot_raise_memory_hold_a_slot_or_stage() {
 
     // One 256 MB part header, no token.
     let header_bytes: u64 = 256 << 20;
-    let opening = format!(
-        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"token\"\r\nX-Pad: "
-    );
+    let opening =
+        format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"token\"\r\nX-Pad: ");
     let head = format!(
         "POST / HTTP/1.1\r\nHost: localhost\r\n{content_type}Content-Length: {}\r\n\r\n{opening}",
         opening.len() as u64 + header_bytes + 4
@@ -298,7 +301,11 @@ fn a_no_token_client_cannot_raise_memory_hold_a_slot_or_stage() {
     for (method, path, multipart) in [
         ("POST", "/".to_owned(), true),
         ("POST", format!("/api/v1/upload/{}", "channel"), true),
-        ("POST", "/api/channels/channel/upload/a-1.0-0.conda".to_owned(), false),
+        (
+            "POST",
+            "/api/channels/channel/upload/a-1.0-0.conda".to_owned(),
+            false,
+        ),
         ("PUT", "/noarch/a-1.0-0.conda".to_owned(), false),
     ] {
         let kind = if multipart { content_type.as_str() } else { "" };
@@ -329,9 +336,18 @@ fn a_no_token_client_cannot_raise_memory_hold_a_slot_or_stage() {
     let idle: Vec<_> = (0..40).map(|_| runtime.spawn(idle_http2(port))).collect();
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(staged(&channel), 0, "a trickling stream was staged");
-    assert_eq!(channel_state(&channel), before, "the attacks changed the channel");
+    assert_eq!(
+        channel_state(&channel),
+        before,
+        "the attacks changed the channel"
+    );
     let (name, bytes) = package("meanwhile", "noarch", Format::Conda);
-    let status = post(&reqwest::Client::new(), &served.url, TOKEN, (name.clone(), bytes));
+    let status = post(
+        &reqwest::Client::new(),
+        &served.url,
+        TOKEN,
+        (name.clone(), bytes),
+    );
     assert_eq!(status, 201, "{}", served.stderr());
     let held: Vec<Duration> = idle
         .into_iter()
@@ -365,7 +381,8 @@ fn raw_request(port: u16, request: &str) -> String {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut answer = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer)).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer)).await;
         String::from_utf8_lossy(&answer).into_owned()
     })
 }
@@ -386,7 +403,15 @@ fn hostile_requests_cannot_leak_the_token_or_forge_log_lines() {
     let mut served = Served::start(dir.path(), &args, &[]);
     let port = port(&served);
     let (name, bytes) = package("logged", "noarch", Format::Conda);
-    assert_eq!(post(&reqwest::Client::new(), &served.url, TOKEN, (name.clone(), bytes.clone())), 201);
+    assert_eq!(
+        post(
+            &reqwest::Client::new(),
+            &served.url,
+            TOKEN,
+            (name.clone(), bytes.clone())
+        ),
+        201
+    );
     let before = channel_state(&channel);
     let get = |path: &str| {
         raw_request(
@@ -411,7 +436,7 @@ fn hostile_requests_cannot_leak_the_token_or_forge_log_lines() {
     let forged = "%0D%0A%20INFO%20access:%20POST%20%2F%20201%20token=release-bot%20package=noarch%2FFORGED-1-0.conda";
     for request in [
         format!("DELETE /noarch/x-1-0.conda{forged} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"),
-        format!("DELETE /api/v1/delete/channel/noarch/FORGED%1b%5b2J%E2%80%AE.conda HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"),
+        "DELETE /api/v1/delete/channel/noarch/FORGED%1b%5b2J%E2%80%AE.conda HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".to_owned(),
         format!("PUT /noarch/FORGED{forged}.conda HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc"),
         format!("POST /api/channels/channel/upload/FORGED{forged} HTTP/1.1\r\nHost: h\r\nX-API-Key: {TOKEN}\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc"),
     ] {
@@ -424,7 +449,10 @@ fn hostile_requests_cannot_leak_the_token_or_forge_log_lines() {
     let log = served.stderr();
     assert!(!log.contains(TOKEN), "the token was logged:\n{log}");
     assert!(log.contains("/%74/<token>/noarch/"), "{log}");
-    assert!(!log.contains(['\r', '\u{1b}', '\u{202e}']), "raw control characters:\n{log}");
+    assert!(
+        !log.contains(['\r', '\u{1b}', '\u{202e}']),
+        "raw control characters:\n{log}"
+    );
     let forged_lines: Vec<&str> = log.lines().filter(|line| line.contains("FORGED")).collect();
     assert!(forged_lines.len() >= 4, "{log}");
     for line in forged_lines {
@@ -446,7 +474,15 @@ fn the_access_log_counts_bytes_sent_for_files_and_ranges() {
     let mut served = Served::start(dir.path(), &args, &[]);
     let port = port(&served);
     let (name, bytes) = package("counted", "noarch", Format::Conda);
-    assert_eq!(post(&reqwest::Client::new(), &served.url, TOKEN, (name.clone(), bytes.clone())), 201);
+    assert_eq!(
+        post(
+            &reqwest::Client::new(),
+            &served.url,
+            TOKEN,
+            (name.clone(), bytes.clone())
+        ),
+        201
+    );
     let request = |extra: &str| {
         raw_request(
             port,
@@ -459,7 +495,10 @@ fn the_access_log_counts_bytes_sent_for_files_and_ranges() {
         port,
         &format!("HEAD /noarch/{name} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"),
     );
-    assert!(head.contains(&format!("content-length: {}", bytes.len())), "{head}");
+    assert!(
+        head.contains(&format!("content-length: {}", bytes.len())),
+        "{head}"
+    );
     served.signal("TERM");
     assert!(served.wait(Duration::from_secs(20)).success());
     let log = served.stderr();
@@ -476,7 +515,10 @@ fn the_access_log_counts_bytes_sent_for_files_and_ranges() {
     let head = line_of(&format!("HEAD /noarch/{name} 200"));
     assert!(head.contains("sent=0 "), "{head}");
     let upload = line_of("POST / 201");
-    assert!(upload.contains(&format!("received={}", bytes.len())), "{upload}");
+    assert!(
+        upload.contains(&format!("received={}", bytes.len())),
+        "{upload}"
+    );
 }
 
 #[test]
@@ -489,12 +531,22 @@ fn repeated_wrong_tokens_from_one_address_are_refused_with_429() {
     let (name, bytes) = package("guarded", "noarch", Format::Conda);
     let before = channel_state(&channel);
     let statuses: Vec<u16> = (0..12)
-        .map(|i| post(&client, &served.url, &format!("guess-{i}"), (name.clone(), bytes.clone())))
+        .map(|i| {
+            post(
+                &client,
+                &served.url,
+                &format!("guess-{i}"),
+                (name.clone(), bytes.clone()),
+            )
+        })
         .collect();
     assert_eq!(statuses[..10], [401; 10], "{statuses:?}");
     assert_eq!(statuses[10..], [429; 2], "{statuses:?}");
     // Locked out: even the right token is not looked at until the window ends.
-    assert_eq!(post(&client, &served.url, TOKEN, (name.clone(), bytes.clone())), 429);
+    assert_eq!(
+        post(&client, &served.url, TOKEN, (name.clone(), bytes.clone())),
+        429
+    );
     let retry_after = runtime().block_on(async {
         let response = client
             .put(format!("{}noarch/{name}", served.url))
@@ -504,12 +556,21 @@ fn repeated_wrong_tokens_from_one_address_are_refused_with_429() {
             .await
             .unwrap();
         assert_eq!(response.status().as_u16(), 429);
-        response.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap()
+        response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
     });
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     // Reading a public channel needs no token and is still served.
     let listing = runtime().block_on(async {
-        client.get(format!("{}noarch/", served.url)).send().await.unwrap().status()
+        client
+            .get(format!("{}noarch/", served.url))
+            .send()
+            .await
+            .unwrap()
+            .status()
     });
     assert_eq!(listing.as_u16(), 200);
     assert_eq!(channel_state(&channel), before);
