@@ -130,6 +130,25 @@ pub struct ServeArgs {
     /// (0: revalidate every time, answered 304 when nothing changed).
     #[arg(long, env = "AUH_METADATA_MAX_AGE", default_value_t = 0)]
     metadata_max_age: u32,
+    /// Do not publish CEP 16 sharded repodata (repodata_shards.msgpack.zst
+    /// and a shard per package name, which rattler, pixi and conda ask for
+    /// first).
+    #[arg(long, env = "AUH_NO_SHARDS")]
+    no_shards: bool,
+    /// Patch the repodata of every upload (as `index --patch-generator`).
+    #[arg(long, env = "AUH_PATCH_GENERATOR", value_name = "PATH")]
+    patch_generator: Option<PathBuf>,
+    /// The Python interpreter that runs a .py patch generator.
+    #[arg(long, env = "AUH_PYTHON", value_name = "PYTHON")]
+    python: Option<PathBuf>,
+    /// Packages are served from this URL (CEP 15), as `index --base-url`.
+    #[arg(long, env = "AUH_BASE_URL", value_name = "URL")]
+    base_url: Option<String>,
+    /// Seconds a shard no index refers to any more is kept (at least twice
+    /// --metadata-max-age, so a client's cached index stays usable).
+    #[arg(long, env = "AUH_SHARD_RETENTION", value_name = "SECONDS",
+          default_value_t = crate::index::DEFAULT_SHARD_RETENTION.as_secs())]
+    shard_retention: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -214,15 +233,29 @@ impl ServeArgs {
                         exe.display()
                     );
                 }
-                Indexer::Native(IndexOptions {
+                // Shards a client's cached index names outlive it.
+                let retention = self
+                    .shard_retention
+                    .max(2 * u64::from(self.metadata_max_age));
+                let options = IndexOptions {
                     zst: !self.no_zst,
                     zstd_level: self.zstd_level,
+                    write_shards: !self.no_shards,
+                    patch_generator: self.patch_generator.clone(),
+                    python: self.python.clone(),
+                    base_url: self.base_url.clone(),
+                    shard_retention: Duration::from_secs(retention),
                     ..IndexOptions::default()
-                })
+                };
+                options.validate()?;
+                Indexer::Native(options)
             }
             IndexerFlag::Conda => Indexer::Conda(CondaIndexer {
                 exe: self.conda_exe.clone().unwrap_or_else(|| "conda".into()),
                 zst: !self.no_zst,
+                write_shards: !self.no_shards,
+                patch_generator: self.patch_generator.clone(),
+                base_url: self.base_url.clone(),
                 ..CondaIndexer::default()
             }),
         };
