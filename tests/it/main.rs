@@ -14,6 +14,7 @@ mod extractors;
 mod faults;
 mod golden;
 mod hostile_packages;
+mod hostile_requests;
 mod incremental;
 mod invalid;
 mod json_oracle;
