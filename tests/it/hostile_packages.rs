@@ -71,6 +71,10 @@ fn the_same_packages_without_the_trick_are_published() {
     }
 }
 
+/// A case's name, its info members, its payload members, and the refusal
+/// expected (none: accepted).
+type DuplicateCase = (&'static str, Vec<Member>, Vec<Member>, Option<&'static str>);
+
 /// Spellings and case of one path in one tar, and a repeat across a
 /// `.conda`'s two parts, each refused on upload; an exact repeat of a
 /// small info file (which real packages have) is not.
@@ -78,7 +82,7 @@ fn the_same_packages_without_the_trick_are_published() {
 fn a_path_twice_is_refused_unless_it_is_the_same_info_file() {
     let server = TestServer::in_process(Config::default());
     let root = server.channel();
-    let cases: [(&str, Vec<Member>, Vec<Member>, Option<&str>); 5] = [
+    let cases: [DuplicateCase; 5] = [
         (
             "payload-twice",
             vec![],
