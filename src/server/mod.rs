@@ -10,14 +10,16 @@
 //! (receiving bodies), [`slow_clients`] (timeouts and the minimum upload
 //! rate), [`idle_connections`] (closing connections with no request),
 //! [`request_limits`] and [`part_headers`] (refusals before any handler),
-//! [`wrong_tokens`] (a limit on guessing), [`error`] (every status code),
+//! [`wrong_tokens`] (a limit on guessing), [`lingering`] (refused bodies
+//! drained so the refusal is read), [`error`] (every status code),
 //! [`access_log`], [`tls`]. [`run`]
 //! takes its listener and shutdown signal as parameters, so tests start it
 //! on port 0 and stop it cleanly.
 //!
-//! A request goes one way: router → access log → wrong-token limit →
-//! early refusals → slow-client guard → front door (`auth`) → handler → `publish` → the JSON answer (`error`
-//! for every refusal).
+//! A request goes one way: router → access log → lingering close →
+//! wrong-token limit → early refusals → slow-client guard → front door
+//! (`auth`) → handler → `publish` → the JSON answer (`error` for every
+//! refusal).
 
 pub mod access_log;
 pub mod auth;
@@ -25,6 +27,7 @@ pub mod config;
 pub mod error;
 mod handlers;
 pub mod idle_connections;
+pub mod lingering;
 pub mod listing;
 pub mod part_headers;
 pub mod request_limits;

@@ -9,6 +9,7 @@ use axum::{middleware, Router};
 use super::access_log::log_request;
 use super::handlers;
 use super::idle_connections;
+use super::lingering;
 use super::request_limits;
 use super::slow_clients;
 use super::state::AppState;
@@ -59,6 +60,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(
             Arc::new(wrong_tokens::WrongTokens::default()),
             wrong_tokens::limit,
+        ))
+        // Outside the rate guard and the early refusals: it owns the raw
+        // body, so what a refusal left unread can still be drained.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            lingering::linger,
         ))
         .layer(middleware::from_fn(log_request))
         // Outermost: a connection is busy until the response is sent.

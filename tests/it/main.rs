@@ -23,6 +23,8 @@ mod object_storage;
 mod overload;
 mod patches;
 mod protocols;
+mod queue;
+mod queue_load;
 mod reading;
 mod serve;
 mod serve_shards;

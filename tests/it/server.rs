@@ -350,6 +350,8 @@ fn decompression_bomb_is_refused_quickly() {
 fn uploads_past_the_concurrency_cap_get_503_with_retry_after() {
     let server = TestServer::with_limits(Limits {
         max_concurrent_uploads: 1,
+        // No queue: past the cap is turned away at once.
+        upload_queue_timeout: Duration::ZERO,
         ..Limits::default()
     });
     let before = channel_state(server.channel());
