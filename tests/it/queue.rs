@@ -130,13 +130,17 @@ fn sixty_four_slow_uploads_on_defaults_all_succeed() {
     }
 }
 
-/// A body far past what the server reads before refusing it.
+/// A body far past what the server reads before refusing it (and under
+/// the upload limit the test sets, so that only the 413 case is about it).
 const BIG_BODY: usize = 32 * 1024 * 1024;
+/// Past the limit the test sets.
+const TOO_BIG_BODY: usize = 64 * 1024 * 1024;
+const UPLOAD_LIMIT: &str = "40000000";
 
 /// PUTs `BIG_BODY` bytes with Python `requests`, which sends the whole
 /// body before reading the answer; returns the status it read, or the
 /// error it saw.
-fn requests_put(url: &str, cert: &Path, token: &str) -> String {
+fn requests_put(url: &str, cert: &Path, token: &str, size: usize) -> String {
     const SCRIPT: &str = r#"
 import sys, requests
 url, cert, token, size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -149,7 +153,7 @@ except Exception as e:
     let output = Command::new(common::python_with_requests())
         .args(["-c", SCRIPT, url])
         .arg(cert)
-        .args([token, &BIG_BODY.to_string()])
+        .args([token, &size.to_string()])
         .output()
         .unwrap();
     common::stdout(&output).trim().to_owned()
@@ -176,7 +180,7 @@ fn curl_put(url: &str, cert: &Path, token: &str, body: &Path, expect: bool) -> S
 }
 
 /// The same with reqwest, over HTTP/1.1 or HTTP/2.
-fn reqwest_put(url: &str, cert: &Path, token: &str, http1: bool) -> String {
+fn reqwest_put(url: &str, cert: &Path, token: &str, size: usize, http1: bool) -> String {
     let pem = fs::read(cert).unwrap();
     let mut builder = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
@@ -188,7 +192,7 @@ fn reqwest_put(url: &str, cert: &Path, token: &str, http1: bool) -> String {
         match client
             .put(url)
             .bearer_auth(token)
-            .body(vec![0u8; BIG_BODY])
+            .body(vec![0u8; size])
             .send()
             .await
         {
@@ -207,7 +211,7 @@ fn early_refusals_are_read_by_requests_curl_and_reqwest() {
         None,
         &[
             "--max-upload-size",
-            "4000000",
+            UPLOAD_LIMIT,
             "--max-concurrent-uploads",
             "1",
             "--upload-queue-timeout",
@@ -216,28 +220,34 @@ fn early_refusals_are_read_by_requests_curl_and_reqwest() {
     );
     let served = Served::start(dir.path(), &args, &[]);
     let cert = channel.join(".auh-tls/localhost-cert.pem");
-    let body = dir.path().join("big-1.0-0.conda");
-    fs::write(&body, vec![0u8; BIG_BODY]).unwrap();
     let url = format!("{}noarch/big-1.0-0.conda", served.url);
-    let every_client = |token: &str, expected: &str| {
+    let every_client = |token: &str, size: usize, expected: &str| {
+        let body = dir.path().join(format!("body-{size}"));
+        fs::write(&body, vec![0u8; size]).unwrap();
         let answers = [
-            ("requests", requests_put(&url, &cert, token)),
+            ("requests", requests_put(&url, &cert, token, size)),
             ("curl", curl_put(&url, &cert, token, &body, true)),
             (
                 "curl without Expect",
                 curl_put(&url, &cert, token, &body, false),
             ),
-            ("reqwest HTTP/1.1", reqwest_put(&url, &cert, token, true)),
-            ("reqwest HTTP/2", reqwest_put(&url, &cert, token, false)),
+            (
+                "reqwest HTTP/1.1",
+                reqwest_put(&url, &cert, token, size, true),
+            ),
+            (
+                "reqwest HTTP/2",
+                reqwest_put(&url, &cert, token, size, false),
+            ),
         ];
         for (client, answer) in answers {
             assert_eq!(answer, expected, "{client}\n{}", served.stderr());
         }
     };
     // Refused before the body: a wrong token.
-    every_client("wrong-token", "401");
+    every_client("wrong-token", BIG_BODY, "401");
     // Refused part-way: past the upload limit.
-    every_client(TOKEN, "413");
+    every_client(TOKEN, TOO_BIG_BODY, "413");
     // Refused before the body: the one slot is taken.
     let client = client_trusting(&cert);
     let rt = runtime();
@@ -250,7 +260,7 @@ fn early_refusals_are_read_by_requests_curl_and_reqwest() {
         released,
     ));
     common::wait_until("the slot is taken", || staged(&channel) == 1);
-    every_client(TOKEN, "503");
+    every_client(TOKEN, BIG_BODY, "503");
     release.send(()).unwrap();
     assert_eq!(rt.block_on(holder).unwrap().unwrap().status().as_u16(), 201);
     // Nothing refused reached the channel.
