@@ -16,7 +16,7 @@ use super::{staging, STAGING_DIR};
 use crate::index::conda::{CondaChannel, CondaIndexError};
 use crate::index::{IndexError, LiveIndex};
 use crate::publish::Catalog;
-use crate::storage::{ChannelLock, LocalFs, LockError};
+use crate::storage::{ChannelLock, ChannelStore, LocalFs, LockError};
 use crate::token::{Token, TokenHash};
 
 /// A configured token: who it belongs to (for the log) and its hash.
@@ -193,7 +193,7 @@ impl AppState {
 /// The native live index, or the conda fallback.
 fn open_catalog(config: &ServeConfig) -> Result<Catalog, OpenError> {
     let root = &config.root;
-    let storage = LocalFs::new(root);
+    let storage = ChannelStore::Local(LocalFs::new(root));
     match &config.indexer {
         Indexer::Native(options) => {
             let (live, summary) =

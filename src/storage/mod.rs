@@ -52,6 +52,7 @@
 //!   packages by redirect to a public URL, or proxied with
 //!   [`Storage::read_range`] for `Range` requests.
 
+mod channel;
 pub mod fault;
 #[cfg(test)]
 mod fault_tests;
@@ -68,6 +69,7 @@ use std::io::{self, Read, Seek};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+pub use channel::ChannelStore;
 pub use local::{set_public_read, LocalFs, StagedFile};
 pub use lock::{ChannelLock, LockError, LOCK_FILE};
 pub use object::{ObjectOptions, ObjectStorage, Traffic};

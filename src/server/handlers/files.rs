@@ -69,7 +69,10 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
     let (segments, trailing_slash) = decode_path(&raw_path)?;
     let (path_token, segments) = split_path_token(segments);
     authorize_read(state, request.headers(), path_token)?;
-    let root = state.catalog.storage().root();
+    let Some(local) = state.catalog.store().local() else {
+        return Err(not_found());
+    };
+    let root = local.root();
     let segments = strip_channel_alias(root, &state.access.name, segments);
     let path = public_path(root, &segments).await?;
     let metadata = tokio::fs::metadata(&path).await.map_err(|_| not_found())?;
