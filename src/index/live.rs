@@ -23,6 +23,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+mod shared;
+
 use super::cache::{self, CacheEntry, Outcome};
 use super::outputs::patches::{PatchSource, PATCH_INSTRUCTIONS};
 use super::outputs::shards::{state_path, ShardMaps, ShardState};
@@ -210,6 +212,9 @@ impl LiveIndex {
         if *written >= version {
             return Ok(()); // another upload's write covered ours
         }
+        if let ChannelStore::Bucket(_) = self.store {
+            return self.commit_shared(slot, &mut written, undo);
+        }
         let started = Instant::now();
         let now = SystemTime::now();
         let (subdir, plan, snapshot, dirty) = {
@@ -338,6 +343,60 @@ impl LiveIndex {
             lock(&slot.state).patch_file = patch_file;
         }
         Ok((maps, shard_state, expired, bytes))
+    }
+
+    /// Lists every package in the channel that has no record yet (placed
+    /// by a writer killed before it committed, or committed by another
+    /// server and since dropped by a racing write), and, in a bucket,
+    /// commits each subdir merged with what other servers wrote. Returns
+    /// how many packages it added.
+    pub fn reconcile(&self) -> io::Result<usize> {
+        let storage = self.storage();
+        let subdirs = super::scan::subdirs(storage, &self.options.subdirs)
+            .map_err(io::Error::other)?;
+        let mut added = 0;
+        for subdir in subdirs {
+            let slot = self.slot(&subdir)?;
+            let listing = storage.list(&subdir)?;
+            let todo: Vec<FileStat> = {
+                let state = lock(&slot.state);
+                listing
+                    .into_iter()
+                    .filter(|stat| {
+                        !stat.is_dir
+                            && crate::package::PackageFormat::from_file_name(&stat.name).is_some()
+                            && !state.repodata.packages.contains_key(&stat.name)
+                            && !state.cache.get(&stat.name).is_some_and(|e| e.matches(stat))
+                    })
+                    .collect()
+            };
+            for stat in todo {
+                let Some(outcome) = super::read_one(storage, &subdir, &stat) else {
+                    continue;
+                };
+                let mut state = lock(&slot.state);
+                if let Outcome::Indexed(package) = &outcome {
+                    tracing::info!("{subdir}/{}: in storage without a record; listing it", stat.name);
+                    let previous = state
+                        .repodata
+                        .packages
+                        .insert(stat.name.clone(), package.clone());
+                    state.version += 1;
+                    state.touch([previous.as_ref(), Some(package)]);
+                    added += 1;
+                }
+                state.cache.insert(stat.name.clone(), CacheEntry::new(&stat, outcome));
+            }
+            let version = {
+                let mut state = lock(&slot.state);
+                if let ChannelStore::Bucket(_) = self.store {
+                    state.version += 1; // merge with the other servers' commits
+                }
+                state.version
+            };
+            self.commit(&slot, version, || {})?;
+        }
+        Ok(added)
     }
 
     fn slot(&self, subdir: &str) -> io::Result<Arc<Subdir>> {

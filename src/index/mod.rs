@@ -292,7 +292,11 @@ fn read_changed(storage: &dyn Storage, jobs: &mut [SubdirJob], progress: bool) -
 
 /// Reads one package. `None` when the file could not be opened at all (a
 /// transient fault, not cached, so the next run tries again).
-fn read_one(storage: &dyn Storage, subdir: &str, stat: &FileStat) -> Option<Outcome> {
+pub(crate) fn read_one(
+    storage: &dyn Storage,
+    subdir: &str,
+    stat: &FileStat,
+) -> Option<Outcome> {
     let file_name = &stat.name;
     let path = format!("{subdir}/{file_name}");
     let file = match storage.open_listed(&path, stat) {

@@ -25,7 +25,7 @@ use crate::repodata::tree::Tree;
 use crate::repodata::{JsonStyle, RepodataView, SubdirRepodata};
 use crate::storage::Storage;
 pub use monolithic::DEFAULT_ZSTD_LEVEL;
-pub(crate) use monolithic::{stage_live, Monolithic};
+pub(crate) use monolithic::{derived_files, stage_live, Monolithic};
 use patches::{PatchSource, PATCH_INSTRUCTIONS};
 use shards::ShardState;
 
