@@ -141,6 +141,17 @@ impl AppState {
     /// `index` so a restart reads only what changed, or the conda
     /// fallback, run once to prove it works.
     pub fn open(config: &ServeConfig) -> Result<Self, OpenError> {
+        Self::open_in(config, None)
+    }
+
+    /// [`AppState::open`] on a bucket already connected (`config.bucket`
+    /// names it; tests wrap a store to inject faults). The store is probed
+    /// as one opened from the configuration would be.
+    pub fn open_on_bucket(config: &ServeConfig, store: ObjectStorage) -> Result<Self, OpenError> {
+        Self::open_in(config, Some(store))
+    }
+
+    fn open_in(config: &ServeConfig, store: Option<ObjectStorage>) -> Result<Self, OpenError> {
         config.check()?;
         let root = &config.root;
         let shown = |path: &Path| path.display().to_string();
@@ -157,7 +168,7 @@ impl AppState {
             path: shown(&staging),
             source,
         })?;
-        let catalog = open_catalog(config)?;
+        let catalog = open_catalog(config, store)?;
         let access = ChannelAccess {
             name: config.channel_name.clone().unwrap_or_else(|| {
                 config
@@ -216,11 +227,15 @@ impl AppState {
 }
 
 /// The native live index, or the conda fallback.
-fn open_catalog(config: &ServeConfig) -> Result<Catalog, OpenError> {
+fn open_catalog(config: &ServeConfig, store: Option<ObjectStorage>) -> Result<Catalog, OpenError> {
     let root = &config.root;
-    let storage = match &config.bucket {
-        Some(bucket) => ChannelStore::Bucket(open_bucket(bucket)?),
-        None => ChannelStore::Local(LocalFs::new(root)),
+    let storage = match (&config.bucket, store) {
+        (Some(_), Some(store)) => {
+            probe_conditional_writes(&store)?;
+            ChannelStore::Bucket(store)
+        }
+        (Some(bucket), None) => ChannelStore::Bucket(open_bucket(bucket)?),
+        (None, _) => ChannelStore::Local(LocalFs::new(root)),
     };
     let shown = storage.storage().location();
     match &config.indexer {

@@ -22,6 +22,7 @@ mod patches;
 mod protocols;
 mod reading;
 mod serve;
+mod s3_serve;
 mod serve_shards;
 mod server;
 mod shards;
