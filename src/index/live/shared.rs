@@ -310,3 +310,7 @@ fn listed_in(bytes: &[u8]) -> Option<BTreeMap<String, String>> {
     }
     Some(listed)
 }
+
+#[cfg(test)]
+#[path = "shared_tests.rs"]
+mod tests;
