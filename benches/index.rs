@@ -317,7 +317,8 @@ fn bench_incremental(c: &mut Criterion) {
         zstd_level: 1,
         ..IndexOptions::default()
     };
-    let (live, _) = LiveIndex::open(ChannelStore::Local(LocalFs::new(dir.path())), options).expect("open");
+    let (live, _) =
+        LiveIndex::open(ChannelStore::Local(LocalFs::new(dir.path())), options).expect("open");
     let storage = LocalFs::new(dir.path());
     let mut n = 0;
     group.bench_function(format!("live_add_into_{LIVE_PACKAGES}"), |b| {

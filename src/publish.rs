@@ -134,7 +134,6 @@ impl Catalog {
         }
     }
 
-
     /// Makes sure packages already on disk are listed: the live index lists
     /// them from the start; a conda run that failed earlier may not have.
     fn confirm_listed(&self) -> Result<(), PublishError> {

@@ -157,7 +157,12 @@ pub struct ServeArgs {
     public_url: Option<String>,
     /// With `-d s3://…`: seconds between listings of the bucket for
     /// packages without a record (a writer killed before committing).
-    #[arg(long, env = "AUH_RECONCILE_INTERVAL", value_name = "SECONDS", default_value_t = 60)]
+    #[arg(
+        long,
+        env = "AUH_RECONCILE_INTERVAL",
+        value_name = "SECONDS",
+        default_value_t = 60
+    )]
     reconcile_interval: u64,
     /// With `-d s3://…`: the local directory for staging uploads and the
     /// self-signed certificate (default: one under the system's temporary
@@ -269,9 +274,10 @@ impl ServeArgs {
                     write_shards: !self.no_shards,
                     patch_generator: self.patch_generator.clone(),
                     python: self.python.clone(),
-                    base_url: self.base_url.clone().or_else(|| {
-                        self.public_url.clone().filter(|_| bucket.is_some())
-                    }),
+                    base_url: self
+                        .base_url
+                        .clone()
+                        .or_else(|| self.public_url.clone().filter(|_| bucket.is_some())),
                     shard_retention: Duration::from_secs(retention),
                     ..IndexOptions::default()
                 };

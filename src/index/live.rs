@@ -97,13 +97,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl LiveIndex {
     /// Indexes the channel (incrementally, with the same cache as `index`)
-    /// and keeps the result in memory. The caller holds the channel lock, as
-    /// for [`index_channel`](super::index_channel).
+    /// and keeps the result in memory. On a bucket nothing is written yet:
+    /// call [`LiveIndex::reconcile`] to commit. For a local channel the
+    /// caller holds the channel lock, as for
+    /// [`index_channel`](super::index_channel).
     pub fn open(
         store: ChannelStore,
         options: IndexOptions,
     ) -> Result<(Self, IndexSummary), IndexError> {
-        let run = outputs::Run::new(&options)?;
+        let mut run = outputs::Run::new(&options)?;
+        // Several servers write a bucket: its metadata is only ever
+        // committed (the caller's first `reconcile`), never overwritten.
+        run.defer_writes = matches!(store, ChannelStore::Bucket(_));
         let (summary, indexed) = index_subdirs(store.storage(), &options, &run)?;
         let subdirs = indexed
             .into_iter()
@@ -283,7 +288,9 @@ impl LiveIndex {
         plan: Plan,
     ) -> io::Result<(Option<ShardMaps>, ShardState, Vec<String>, usize)> {
         let Some(local) = self.store.local() else {
-            return Err(io::Error::other("a bucket's metadata is committed, not staged"));
+            return Err(io::Error::other(
+                "a bucket's metadata is committed, not staged",
+            ));
         };
         let mut staged = Vec::new();
         let patch_file = plan.patch_file;
@@ -352,8 +359,8 @@ impl LiveIndex {
     /// how many packages it added.
     pub fn reconcile(&self) -> io::Result<usize> {
         let storage = self.storage();
-        let subdirs = super::scan::subdirs(storage, &self.options.subdirs)
-            .map_err(io::Error::other)?;
+        let subdirs =
+            super::scan::subdirs(storage, &self.options.subdirs).map_err(io::Error::other)?;
         let mut added = 0;
         for subdir in subdirs {
             let slot = self.slot(&subdir)?;
@@ -376,7 +383,10 @@ impl LiveIndex {
                 };
                 let mut state = lock(&slot.state);
                 if let Outcome::Indexed(package) = &outcome {
-                    tracing::info!("{subdir}/{}: in storage without a record; listing it", stat.name);
+                    tracing::info!(
+                        "{subdir}/{}: in storage without a record; listing it",
+                        stat.name
+                    );
                     let previous = state
                         .repodata
                         .packages
@@ -385,7 +395,9 @@ impl LiveIndex {
                     state.touch([previous.as_ref(), Some(package)]);
                     added += 1;
                 }
-                state.cache.insert(stat.name.clone(), CacheEntry::new(&stat, outcome));
+                state
+                    .cache
+                    .insert(stat.name.clone(), CacheEntry::new(&stat, outcome));
             }
             let version = {
                 let mut state = lock(&slot.state);

@@ -83,7 +83,9 @@ pub enum ConfigError {
     NoUploadSlots,
     #[error("--{0} 0: it must be at least one second")]
     ZeroTimeout(&'static str),
-    #[error("serving {0} needs the native indexer (--indexer conda needs a local channel directory)")]
+    #[error(
+        "serving {0} needs the native indexer (--indexer conda needs a local channel directory)"
+    )]
     BucketNeedsNative(String),
     #[error("serving {0}: {1} is not supported on a bucket yet")]
     BucketUnsupported(String, &'static str),

@@ -316,7 +316,9 @@ pub fn spawn_reconciler(state: &Arc<AppState>) {
             }
         });
     if let Err(err) = spawned {
-        tracing::warn!("no reconciler thread ({err}): packages without a record wait for a restart");
+        tracing::warn!(
+            "no reconciler thread ({err}): packages without a record wait for a restart"
+        );
     }
 }
 

@@ -16,7 +16,9 @@ use artifact_upload_handler::generate::Format;
 use artifact_upload_handler::server::{AppState, NamedToken, OpenError, ServeConfig};
 use artifact_upload_handler::storage::fault::FaultyStore;
 use artifact_upload_handler::storage::probe::ProbeError;
-use artifact_upload_handler::storage::{ObjectOptions, ObjectStorage, PutMode, S3Location, Storage};
+use artifact_upload_handler::storage::{
+    ObjectOptions, ObjectStorage, PutMode, S3Location, Storage,
+};
 use artifact_upload_handler::token::Token;
 
 use crate::common;
@@ -56,8 +58,14 @@ fn nth_package(i: usize) -> (String, Vec<u8>) {
 
 /// Posts every package from `clients` concurrent clients, the `i`th to
 /// `urls[i % len]`; returns each file name with its status (0: no answer).
-fn upload_all(urls: &[String], packages: Vec<(String, Vec<u8>)>, clients: usize) -> Vec<(String, u16)> {
-    let queue = Arc::new(Mutex::new(packages.into_iter().enumerate().collect::<Vec<_>>()));
+fn upload_all(
+    urls: &[String],
+    packages: Vec<(String, Vec<u8>)>,
+    clients: usize,
+) -> Vec<(String, u16)> {
+    let queue = Arc::new(Mutex::new(
+        packages.into_iter().enumerate().collect::<Vec<_>>(),
+    ));
     let runtime = common::served::runtime();
     runtime.block_on(async {
         let client = reqwest::Client::new();
@@ -143,11 +151,24 @@ fn assert_equals_a_fresh_index(storage: &ObjectStorage) {
     let output = common::index(fresh.path(), &[]);
     assert!(output.status.success(), "{}", common::stderr(&output));
     for subdir in SUBDIRS {
-        let ours = storage.read(&format!("{subdir}/repodata.json")).unwrap().unwrap();
+        let ours = storage
+            .read(&format!("{subdir}/repodata.json"))
+            .unwrap()
+            .unwrap();
         let theirs = fs::read(fresh.path().join(subdir).join("repodata.json")).unwrap();
-        assert!(ours == theirs, "{subdir}/repodata.json differs from a fresh index");
-        let zst = storage.read(&format!("{subdir}/repodata.json.zst")).unwrap().unwrap();
-        assert_eq!(common::zst_decompress(&zst), ours, "{subdir}/repodata.json.zst is behind");
+        assert!(
+            ours == theirs,
+            "{subdir}/repodata.json differs from a fresh index"
+        );
+        let zst = storage
+            .read(&format!("{subdir}/repodata.json.zst"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            common::zst_decompress(&zst),
+            ours,
+            "{subdir}/repodata.json.zst is behind"
+        );
     }
 }
 
@@ -174,8 +195,16 @@ fn two_servers_on_one_bucket_list_every_upload() {
         "{count} uploads over two servers on one bucket in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let refused: Vec<_> = answers.iter().filter(|(_, status)| *status != 201).collect();
-    assert!(refused.is_empty(), "not 201: {refused:?}\n{}\n{}", a.stderr(), b.stderr());
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|(_, status)| *status != 201)
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "not 201: {refused:?}\n{}\n{}",
+        a.stderr(),
+        b.stderr()
+    );
     let storage = moto.storage(&bucket, "main");
     let listed: BTreeSet<String> = listed(&storage).into_values().flatten().collect();
     assert_eq!(listed, names, "every acknowledged upload is listed");
@@ -185,9 +214,17 @@ fn two_servers_on_one_bucket_list_every_upload() {
     common::served::runtime().block_on(async {
         let client = reqwest::Client::new();
         for url in [&a.url, &b.url] {
-            let repodata = client.get(format!("{url}noarch/repodata.json")).send().await.unwrap();
+            let repodata = client
+                .get(format!("{url}noarch/repodata.json"))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(repodata.status(), 200);
-            let got = client.get(format!("{url}noarch/{name}")).send().await.unwrap();
+            let got = client
+                .get(format!("{url}noarch/{name}"))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(got.status(), 200);
             assert_eq!(got.bytes().await.unwrap().as_ref(), bytes.as_slice());
             let range = client
@@ -215,7 +252,9 @@ fn a_killed_writer_loses_no_acknowledged_upload_and_the_reconciler_lists_what_it
         let pid = a.pid();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(1500));
-            let _ = std::process::Command::new("kill").args(["-KILL", &pid]).status();
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid])
+                .status();
         })
     };
     let answers = upload_all(&urls, packages, 32);

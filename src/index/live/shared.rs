@@ -58,21 +58,21 @@ impl LiveIndex {
         let path = format!("{subdir}/repodata.json");
         let mut failure = None;
         let mut merged = None;
-        let result = update::update(storage, &path, RetryPolicy::default(), |current| {
-            match self.merge(slot, &subdir, current) {
-                Ok(next) => {
-                    let change = if current == Some(next.repodata.as_slice()) {
-                        Change::Done
-                    } else {
-                        Change::Write(next.repodata.clone())
-                    };
-                    merged = Some(next);
-                    change
-                }
-                Err(err) => {
-                    failure = Some(err);
+        let result = update::update(storage, &path, RetryPolicy::default(), |current| match self
+            .merge(slot, &subdir, current)
+        {
+            Ok(next) => {
+                let change = if current == Some(next.repodata.as_slice()) {
                     Change::Done
-                }
+                } else {
+                    Change::Write(next.repodata.clone())
+                };
+                merged = Some(next);
+                change
+            }
+            Err(err) => {
+                failure = Some(err);
+                Change::Done
             }
         });
         let (updated, merged) = match (result, failure, merged) {
@@ -105,7 +105,9 @@ impl LiveIndex {
         } = merged;
         if let Some(version) = version {
             if let Err(err) = self.write_derived(&path, &version, &derived, shards.as_ref()) {
-                tracing::warn!("{subdir}: derived files not written ({err}); the next commit writes them");
+                tracing::warn!(
+                    "{subdir}: derived files not written ({err}); the next commit writes them"
+                );
             }
         }
         {

@@ -18,9 +18,14 @@ use crate::storage::{ChannelStore, FileStat, ObjectOptions, ObjectStorage, PutMo
 
 fn bucket() -> (Arc<FaultyStore>, ObjectStorage) {
     let faults = FaultyStore::new(Arc::new(InMemory::new()));
-    let storage =
-        ObjectStorage::with_store(faults.clone(), "main", "memory://main", None, ObjectOptions::default())
-            .unwrap();
+    let storage = ObjectStorage::with_store(
+        faults.clone(),
+        "main",
+        "memory://main",
+        None,
+        ObjectOptions::default(),
+    )
+    .unwrap();
     (faults, storage)
 }
 
@@ -45,7 +50,12 @@ fn upload(storage: &ObjectStorage, live: &LiveIndex, i: usize) -> String {
 fn listed(storage: &ObjectStorage) -> BTreeSet<String> {
     let bytes = storage.read("linux-64/repodata.json").unwrap().unwrap();
     let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    doc["packages.conda"].as_object().unwrap().keys().cloned().collect()
+    doc["packages.conda"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
 }
 
 fn options() -> IndexOptions {
@@ -59,8 +69,14 @@ fn options() -> IndexOptions {
 #[test]
 fn two_writers_under_a_412_storm_and_lost_answers_lose_no_listing() {
     let (faults, storage) = bucket();
-    let open = || LiveIndex::open(ChannelStore::Bucket(storage.clone()), options()).unwrap().0;
+    let open = || {
+        LiveIndex::open(ChannelStore::Bucket(storage.clone()), options())
+            .unwrap()
+            .0
+    };
     let (a, b) = (open(), open());
+    a.reconcile().unwrap();
+    b.reconcile().unwrap();
     let mut names = BTreeSet::new();
     names.insert(upload(&storage, &a, 0));
     let placed: Vec<_> = (1..=24).map(|i| place(&storage, i)).collect();
@@ -82,7 +98,10 @@ fn two_writers_under_a_412_storm_and_lost_answers_lose_no_listing() {
     });
     names.extend(uploaded);
     let stats = faults.stats();
-    assert!(stats.forced_conflicts > 0 && stats.lost_answers > 0, "{stats:?}");
+    assert!(
+        stats.forced_conflicts > 0 && stats.lost_answers > 0,
+        "{stats:?}"
+    );
     assert_eq!(listed(&storage), names);
     // Each server learnt the other's records from the bucket.
     let (a_last, b_last) = (upload(&storage, &a, 100), upload(&storage, &b, 101));
@@ -100,12 +119,19 @@ fn two_writers_under_a_412_storm_and_lost_answers_lose_no_listing() {
 #[test]
 fn the_reconciler_lists_a_package_placed_without_a_record() {
     let (_, storage) = bucket();
-    let live = LiveIndex::open(ChannelStore::Bucket(storage.clone()), options()).unwrap().0;
+    let live = LiveIndex::open(ChannelStore::Bucket(storage.clone()), options())
+        .unwrap()
+        .0;
+    live.reconcile().unwrap();
     let first = upload(&storage, &live, 0);
     let spec = PackageSpec::new("orphan", "1.0", "0", "linux-64", Format::Conda);
     let orphan = spec.file_name();
     storage
-        .put(&format!("linux-64/{orphan}"), &package_bytes(&spec).unwrap(), PutMode::Create)
+        .put(
+            &format!("linux-64/{orphan}"),
+            &package_bytes(&spec).unwrap(),
+            PutMode::Create,
+        )
         .unwrap();
     assert_eq!(live.reconcile().unwrap(), 1);
     assert_eq!(listed(&storage), BTreeSet::from([first, orphan]));

@@ -148,8 +148,11 @@ pub(crate) fn derived_files(
     .filter_map(|(wanted, compression)| wanted.then_some(compression))
     .collect();
     let mut files = Vec::new();
-    let mut documents_list: Vec<(&str, &[u8], bool)> =
-        vec![("repodata_from_packages.json", &documents.from_packages, true)];
+    let mut documents_list: Vec<(&str, &[u8], bool)> = vec![(
+        "repodata_from_packages.json",
+        &documents.from_packages,
+        true,
+    )];
     if let Some(run_exports) = &documents.run_exports {
         documents_list.push(("run_exports.json", run_exports, true));
     }

@@ -16,7 +16,9 @@ use axum::http::header::{self, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 
-use super::files::{cache_control, conda_content_type, etag_matches, is_shard, not_found, shard_cache_control};
+use super::files::{
+    cache_control, conda_content_type, etag_matches, is_shard, not_found, shard_cache_control,
+};
 use crate::repodata::{PackageFileName, Subdir};
 use crate::server::error::ApiError;
 use crate::server::state::AppState;
@@ -71,9 +73,13 @@ pub(super) fn serve(
     } else {
         match requested_range(request, stat.size) {
             Some(Ok((start, end))) => {
-                let bytes = tokio::task::block_in_place(|| storage.read_range(&path, start..end + 1))?;
-                let mut response = (StatusCode::PARTIAL_CONTENT, body(request, bytes)).into_response();
-                if let Ok(range) = HeaderValue::from_str(&format!("bytes {start}-{end}/{}", stat.size)) {
+                let bytes =
+                    tokio::task::block_in_place(|| storage.read_range(&path, start..end + 1))?;
+                let mut response =
+                    (StatusCode::PARTIAL_CONTENT, body(request, bytes)).into_response();
+                if let Ok(range) =
+                    HeaderValue::from_str(&format!("bytes {start}-{end}/{}", stat.size))
+                {
                     response.headers_mut().insert(header::CONTENT_RANGE, range);
                 }
                 response
@@ -91,7 +97,8 @@ pub(super) fn serve(
                 )))
             }
             None => {
-                let bytes = tokio::task::block_in_place(|| storage.read(&path))?.ok_or_else(not_found)?;
+                let bytes =
+                    tokio::task::block_in_place(|| storage.read(&path))?.ok_or_else(not_found)?;
                 body(request, bytes).into_response()
             }
         }
@@ -100,7 +107,8 @@ pub(super) fn serve(
     headers.insert(header::ETAG, etag);
     headers.insert(header::CACHE_CONTROL, cache);
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    let content_type = conda_content_type(std::path::Path::new(name)).unwrap_or("application/octet-stream");
+    let content_type =
+        conda_content_type(std::path::Path::new(name)).unwrap_or("application/octet-stream");
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     Ok(response)
 }
@@ -110,7 +118,9 @@ fn body(request: &Request, bytes: Vec<u8>) -> Response {
     if request.method() == axum::http::Method::HEAD {
         let mut response = Body::empty().into_response();
         if let Ok(length) = HeaderValue::from_str(&bytes.len().to_string()) {
-            response.headers_mut().insert(header::CONTENT_LENGTH, length);
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, length);
         }
         return response;
     }
