@@ -48,7 +48,7 @@ fn start(bucket: &str, state: &Path, extra: &[&str]) -> Served {
 
 /// The `i`th test package.
 fn nth_package(i: usize) -> (String, Vec<u8>) {
-    let format = if i % 2 == 0 {
+    let format = if i.is_multiple_of(2) {
         Format::Conda
     } else {
         Format::TarBz2

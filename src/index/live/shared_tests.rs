@@ -87,7 +87,7 @@ fn two_writers_under_a_412_storm_and_lost_answers_lose_no_listing() {
             .into_iter()
             .enumerate()
             .map(|(i, (name, stat, package))| {
-                let live = if i % 2 == 0 { &a } else { &b };
+                let live = if i.is_multiple_of(2) { &a } else { &b };
                 scope.spawn(move || {
                     live.add("linux-64", stat, package).unwrap();
                     name
