@@ -37,7 +37,7 @@ use artifact_upload_handler::index::{index_channel, index_package, IndexOptions,
 use artifact_upload_handler::package::bz2::Bz2Decoder;
 use artifact_upload_handler::package::read_package_file;
 use artifact_upload_handler::repodata::{IndexedPackage, JsonStyle, SubdirRepodata};
-use artifact_upload_handler::storage::{LocalFs, Storage};
+use artifact_upload_handler::storage::{ChannelStore, LocalFs, Storage};
 
 /// The generator's payload compresses to about 61%, so this gives ~100 KB
 /// package files.
@@ -317,7 +317,8 @@ fn bench_incremental(c: &mut Criterion) {
         zstd_level: 1,
         ..IndexOptions::default()
     };
-    let (live, _) = LiveIndex::open(LocalFs::new(dir.path()), options).expect("open");
+    let (live, _) =
+        LiveIndex::open(ChannelStore::Local(LocalFs::new(dir.path())), options).expect("open");
     let storage = LocalFs::new(dir.path());
     let mut n = 0;
     group.bench_function(format!("live_add_into_{LIVE_PACKAGES}"), |b| {

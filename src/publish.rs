@@ -12,7 +12,7 @@
 //! taken asks the catalog what it holds (a retry, a conflict or a forced
 //! replacement) before going on.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
 use std::path::Path;
 
@@ -25,7 +25,7 @@ use crate::package::{read_verified, Digests, PackageError};
 use crate::repodata::{
     FileNameError, IndexedPackage, PackageFileName, Subdir, UploadRecord, UploadRecordError,
 };
-use crate::storage::{set_public_read, FileStat, LocalFs, Storage};
+use crate::storage::{ChannelStore, FileStat, PutError, PutMode, Storage};
 
 /// An upload received into the staging directory (on the channel's file
 /// system, so it can be linked into place), hashed as it arrived. The file
@@ -96,32 +96,41 @@ pub enum InvalidPackage {
 pub enum Catalog {
     Native(LiveIndex),
     Conda {
-        storage: LocalFs,
+        storage: ChannelStore,
         conda: CondaChannel,
     },
 }
 
 impl Catalog {
-    pub fn storage(&self) -> &LocalFs {
+    pub fn store(&self) -> &ChannelStore {
         match self {
-            Self::Native(live) => live.storage(),
+            Self::Native(live) => live.store(),
             Self::Conda { storage, .. } => storage,
         }
+    }
+
+    pub fn storage(&self) -> &dyn Storage {
+        self.store().storage()
     }
 
     /// The sha256 of the package already published under this name.
     fn existing_sha256(&self, subdir: &str, file_name: &str) -> io::Result<Option<String>> {
         match self {
-            Self::Native(live) => Ok(live.get(subdir, file_name).map(|package| package.sha256)),
-            Self::Conda { storage, .. } => {
-                let path = format!("{subdir}/{file_name}");
-                if storage.stat(&path)?.is_none() {
-                    return Ok(None);
-                }
-                let mut hashing = crate::package::HashingReader::new(storage.open(&path)?);
-                hashing.drain()?;
-                Ok(Some(hashing.finish().sha256))
-            }
+            Self::Native(live) => match live.get(subdir, file_name) {
+                Some(package) => Ok(Some(package.sha256)),
+                // Another server's upload, not yet in this one's memory.
+                None => hash_stored(live.store().storage(), subdir, file_name),
+            },
+            Self::Conda { storage, .. } => hash_stored(storage.storage(), subdir, file_name),
+        }
+    }
+
+    /// Whether the metadata lists the package (a killed writer may have
+    /// placed one without listing it).
+    fn lists(&self, subdir: &str, file_name: &str) -> bool {
+        match self {
+            Self::Native(live) => live.get(subdir, file_name).is_some(),
+            Self::Conda { .. } => true,
         }
     }
 
@@ -157,6 +166,19 @@ impl Catalog {
     }
 }
 
+/// The sha256 of the file stored under this name, if any.
+fn hash_stored(storage: &dyn Storage, subdir: &str, file_name: &str) -> io::Result<Option<String>> {
+    let path = format!("{subdir}/{file_name}");
+    let file = match storage.open(&path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let mut hashing = crate::package::HashingReader::new(file);
+    hashing.drain()?;
+    Ok(Some(hashing.finish().sha256))
+}
+
 /// Validates the staged upload and publishes it. The staged file is
 /// consumed: linked into the channel, or removed.
 pub fn publish(
@@ -184,8 +206,12 @@ pub fn publish(
         Placed::NameTaken => {
             match catalog.existing_sha256(subdir, file_name.as_str())? {
                 Some(existing) if existing == published.sha256 => {
-                    catalog.confirm_listed()?;
-                    return Ok(published); // an identical retry
+                    if catalog.lists(subdir, file_name.as_str()) {
+                        catalog.confirm_listed()?;
+                        return Ok(published); // an identical retry
+                    }
+                    // Placed by a writer killed before listing it: list it.
+                    true
                 }
                 Some(_) if request.force && allow_overwrite => {
                     place(storage, &staged.path, &target, Placement::Replace)?;
@@ -277,20 +303,17 @@ pub fn unpublish(
     let Ok(subdir) = Subdir::parse(subdir) else {
         return Err(PublishError::NotFound(target));
     };
-    let storage = catalog.storage();
-    if storage.stat(&target)?.is_none() {
+    let store = catalog.store();
+    if store.storage().stat(&target)?.is_none() {
         return Err(PublishError::NotFound(target));
     }
-    let Some(parked) = park(storage, staging, &target)? else {
+    let Some(parked) = store.park(&target, staging)? else {
         return Err(PublishError::NotFound(target)); // a racing delete won
     };
     if let Err(err) = catalog.remove(subdir.as_str(), file_name.as_str()) {
         // Still listed: put the file back where the listing points (a
         // link, so an upload that took the name meanwhile is not replaced).
-        let restored = storage
-            .resolve(&target)
-            .and_then(|path| fs::hard_link(&parked, path));
-        if let Err(undo) = restored {
+        if let Err(undo) = store.unpark(&parked, &target) {
             tracing::error!("could not restore {target} after a failed delete: {undo}");
         }
         return Err(err);
@@ -304,10 +327,10 @@ pub fn unpublish(
 /// How [`place`] may put a file where a name is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Placement {
-    /// Only if the name is free (a hard link: atomic, so two racing
-    /// uploads of one name cannot both win).
+    /// Only if the name is free (a hard link locally, `If-None-Match: *`
+    /// on S3: atomic, so two racing uploads of one name cannot both win).
     CreateOnly,
-    /// Over whatever is there (a rename).
+    /// Over whatever is there.
     Replace,
 }
 
@@ -318,48 +341,23 @@ enum Placed {
     NameTaken,
 }
 
-/// Moves the staged file to `target` (`subdir/file name`), durably.
+/// Stores the staged file at `target` (`subdir/file name`), durably; the
+/// staged file stays where it is (dropping it removes it).
 fn place(
-    storage: &LocalFs,
+    storage: &dyn Storage,
     staged: &Path,
     target: &str,
     placement: Placement,
 ) -> Result<Placed, PublishError> {
     let subdir = target.rsplit_once('/').map_or("", |(dir, _)| dir);
     storage.create_dir_all(subdir)?;
-    let file = File::open(staged)?;
-    set_public_read(&file)?;
-    file.sync_all()?;
-    let path = storage.resolve(target)?;
-    match placement {
-        Placement::Replace => fs::rename(staged, &path)?,
-        Placement::CreateOnly => match fs::hard_link(staged, &path) {
-            Ok(()) => {}
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
-                return Ok(Placed::NameTaken);
-            }
-            Err(err) => return Err(err.into()),
-        },
+    let mode = match placement {
+        Placement::CreateOnly => PutMode::Create,
+        Placement::Replace => PutMode::Overwrite,
+    };
+    match storage.put_file(target, staged, mode) {
+        Ok(_) => Ok(Placed::Done),
+        Err(PutError::AlreadyExists(_)) => Ok(Placed::NameTaken),
+        Err(err) => Err(PublishError::Storage(err.into())),
     }
-    File::open(storage.resolve(subdir)?)?.sync_all()?;
-    Ok(Placed::Done)
-}
-
-/// Moves `target` out of the channel into `staging` (one atomic rename on
-/// the same file system) and syncs its subdir; `None` if it was already
-/// gone. The file is removed when the returned path is dropped.
-fn park(storage: &LocalFs, staging: &Path, target: &str) -> io::Result<Option<TempPath>> {
-    let path = storage.resolve(target)?;
-    let parked = tempfile::Builder::new()
-        .prefix("deleted-")
-        .tempfile_in(staging)?
-        .into_temp_path();
-    match fs::rename(&path, &parked) {
-        Ok(()) => {}
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(err),
-    }
-    let subdir = target.rsplit_once('/').map_or("", |(dir, _)| dir);
-    File::open(storage.resolve(subdir)?)?.sync_all()?;
-    Ok(Some(parked))
 }

@@ -30,7 +30,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    Serve(serve::ServeArgs),
+    // Boxed: serve has by far the most flags.
+    Serve(Box<serve::ServeArgs>),
     Index(index::IndexArgs),
     HashToken(hash_token::HashTokenArgs),
     Generate(generate::GenerateArgs),
@@ -68,7 +69,7 @@ pub fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Index(args) => index::run(args),
         Command::HashToken(args) => hash_token::run(args),
         Command::Generate(args) => generate::run(args),

@@ -167,6 +167,26 @@ pub struct ServeArgs {
     #[arg(long, env = "AUH_SHARD_RETENTION", value_name = "SECONDS",
           default_value_t = crate::index::DEFAULT_SHARD_RETENTION.as_secs())]
     shard_retention: u64,
+    /// With `-d s3://…`: packages are downloaded from this URL (a CDN or
+    /// the bucket's public endpoint; GETs of packages are redirected there,
+    /// and it becomes the CEP 15 base_url unless --base-url says
+    /// otherwise). Without it the server proxies package downloads.
+    #[arg(long, env = "AUH_PUBLIC_URL", value_name = "URL")]
+    public_url: Option<String>,
+    /// With `-d s3://…`: seconds between listings of the bucket for
+    /// packages without a record (a writer killed before committing).
+    #[arg(
+        long,
+        env = "AUH_RECONCILE_INTERVAL",
+        value_name = "SECONDS",
+        default_value_t = 60
+    )]
+    reconcile_interval: u64,
+    /// With `-d s3://…`: the local directory for staging uploads and the
+    /// self-signed certificate (default: one under the system's temporary
+    /// directory).
+    #[arg(long, env = "AUH_STATE_DIR", value_name = "PATH")]
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -209,7 +229,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let listener = TcpListener::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let state = Arc::new(AppState::open(&config)?);
+    // Opening a bucket drives the S3 client's own runtime: not on an
+    // async worker.
+    let state = Arc::new(tokio::task::block_in_place(|| AppState::open(&config))?);
     let root = &config.root;
     let tls = match (operator_tls, &config.tls) {
         (Some(tls), _) => Some(tls),
@@ -227,12 +249,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let scheme = if tls.is_some() { "https" } else { "http" };
     let bound = listener.local_addr()?;
-    println!("serving {} at {scheme}://{bound}/", root.display());
+    let shown = config
+        .bucket
+        .as_ref()
+        .map_or_else(|| root.display().to_string(), ToString::to_string);
+    println!("serving {shown} at {scheme}://{bound}/");
     let grace = config.shutdown_grace;
     server::run(state.clone(), listener, tls, shutdown_signal(), grace).await?;
     // Still holding the channel's lock (in `state`): no other writer can
     // have started receiving into staging yet.
     staging::clean(&state.staging)?;
+    // The S3 client's runtime must not be dropped on an async worker.
+    tokio::task::block_in_place(move || drop(state));
     tracing::info!("stopped");
     Ok(())
 }
@@ -249,7 +277,10 @@ impl ServeArgs {
         if let Some(file) = &self.config {
             tracing::info!("options from config file {}", file.display());
         }
-        check_local_channel(&self.write_dir)?;
+        let bucket = match ChannelLocation::parse(&self.write_dir)? {
+            ChannelLocation::Local(_) => None,
+            ChannelLocation::S3(s3) => Some(s3),
+        };
         let tokens = load_tokens(&self)?;
         let indexer = match self.indexer {
             IndexerFlag::Native => {
@@ -269,7 +300,10 @@ impl ServeArgs {
                     write_shards: !self.no_shards,
                     patch_generator: self.patch_generator.clone(),
                     python: self.python.clone(),
-                    base_url: self.base_url.clone(),
+                    base_url: self
+                        .base_url
+                        .clone()
+                        .or_else(|| self.public_url.clone().filter(|_| bucket.is_some())),
                     shard_retention: Duration::from_secs(retention),
                     ..IndexOptions::default()
                 };
@@ -295,8 +329,14 @@ impl ServeArgs {
             }
             (false, None, None) => TlsSetting::SelfSigned,
         };
+        let root = match &bucket {
+            None => channel_root(&self.write_dir),
+            Some(_) => self.state_dir.clone().unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("artifact-upload-handler-{}", std::process::id()))
+            }),
+        };
         Ok(ServeConfig {
-            root: channel_root(&self.write_dir),
+            root,
             tokens,
             // The original's 0 meant "as short as possible": one second.
             limits: Limits {
@@ -317,24 +357,15 @@ impl ServeArgs {
             listen: SocketAddr::new(self.bind, self.port),
             tls,
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
+            public_url: self.public_url.filter(|_| bucket.is_some()),
+            reconcile_every: Duration::from_secs(self.reconcile_interval),
+            bucket,
         })
     }
 }
 
 /// The original pointed `-d` at a platform directory; its parent is the
 /// channel.
-/// Serving a bucket is not built yet (issue 11, phase 2): refuse
-/// `s3://…` (and malformed URLs) instead of creating a local folder named
-/// `s3:`.
-fn check_local_channel(write_dir: &Path) -> anyhow::Result<()> {
-    match ChannelLocation::parse(write_dir)? {
-        ChannelLocation::Local(_) => Ok(()),
-        ChannelLocation::S3(s3) => bail!(
-            "serving a channel from object storage ({s3}) is not yet supported: serve needs a local channel directory (`index {s3}` indexes a bucket)"
-        ),
-    }
-}
-
 fn channel_root(write_dir: &Path) -> PathBuf {
     match write_dir.file_name().and_then(|n| n.to_str()) {
         Some(name) if names_a_subdir(write_dir, name) => {

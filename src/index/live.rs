@@ -23,20 +23,22 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+mod shared;
+
 use super::cache::{self, CacheEntry, Outcome};
 use super::outputs::patches::{PatchSource, PATCH_INSTRUCTIONS};
 use super::outputs::shards::{state_path, ShardMaps, ShardState};
 use super::outputs::{self, Plan, ShardsBefore};
 use super::{index_subdirs, IndexError, IndexOptions, IndexSummary};
 use crate::repodata::{IndexedPackage, SubdirRepodata};
-use crate::storage::{FileStat, LocalFs, Storage};
+use crate::storage::{ChannelStore, FileStat, Storage};
 
 /// How long the cache writer lets updates accumulate before one write.
 const CACHE_DELAY: Duration = Duration::from_secs(2);
 
 /// A channel's index, shared by the server's request handlers.
 pub struct LiveIndex {
-    storage: LocalFs,
+    store: ChannelStore,
     options: IndexOptions,
     patches: Option<PatchSource>,
     subdirs: Mutex<BTreeMap<String, Arc<Subdir>>>,
@@ -95,14 +97,19 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl LiveIndex {
     /// Indexes the channel (incrementally, with the same cache as `index`)
-    /// and keeps the result in memory. The caller holds the channel lock, as
-    /// for [`index_channel`](super::index_channel).
+    /// and keeps the result in memory. On a bucket nothing is written yet:
+    /// call [`LiveIndex::reconcile`] to commit. For a local channel the
+    /// caller holds the channel lock, as for
+    /// [`index_channel`](super::index_channel).
     pub fn open(
-        storage: LocalFs,
+        store: ChannelStore,
         options: IndexOptions,
     ) -> Result<(Self, IndexSummary), IndexError> {
-        let run = outputs::Run::new(&options)?;
-        let (summary, indexed) = index_subdirs(&storage, &options, &run)?;
+        let mut run = outputs::Run::new(&options)?;
+        // Several servers write a bucket: its metadata is only ever
+        // committed (the caller's first `reconcile`), never overwritten.
+        run.defer_writes = matches!(store, ChannelStore::Bucket(_));
+        let (summary, indexed) = index_subdirs(store.storage(), &options, &run)?;
         let subdirs = indexed
             .into_iter()
             .map(|index| {
@@ -110,9 +117,9 @@ impl LiveIndex {
                 (state.repodata.subdir.clone(), Arc::new(Subdir::new(state)))
             })
             .collect();
-        let caches = CacheWriter::start(storage.clone(), options.write_shards);
+        let caches = CacheWriter::start(store.clone(), options.write_shards);
         let live = Self {
-            storage,
+            store,
             options,
             patches: run.patches,
             subdirs: Mutex::new(subdirs),
@@ -121,8 +128,12 @@ impl LiveIndex {
         Ok((live, summary))
     }
 
-    pub fn storage(&self) -> &LocalFs {
-        &self.storage
+    pub fn store(&self) -> &ChannelStore {
+        &self.store
+    }
+
+    fn storage(&self) -> &dyn Storage {
+        self.store.storage()
     }
 
     /// The indexed package of that name, if any.
@@ -171,7 +182,7 @@ impl LiveIndex {
         let (version, previous) = {
             let mut state = lock(&slot.state);
             if self
-                .storage
+                .storage()
                 .stat(&format!("{subdir}/{file_name}"))?
                 .is_some()
             {
@@ -206,6 +217,9 @@ impl LiveIndex {
         if *written >= version {
             return Ok(()); // another upload's write covered ours
         }
+        if let ChannelStore::Bucket(_) = self.store {
+            return self.commit_shared(slot, &mut written, undo);
+        }
         let started = Instant::now();
         let now = SystemTime::now();
         let (subdir, plan, snapshot, dirty) = {
@@ -217,7 +231,7 @@ impl LiveIndex {
                 dirty: Some(&dirty),
             };
             let plan = outputs::plan(
-                &self.storage,
+                self.storage(),
                 &state.repodata,
                 &self.options,
                 self.patches.as_ref(),
@@ -248,7 +262,7 @@ impl LiveIndex {
             }
         }
         for file in expired {
-            if let Err(err) = self.storage.remove(&format!("{subdir}/{file}")) {
+            if let Err(err) = self.storage().remove(&format!("{subdir}/{file}")) {
                 tracing::warn!("cannot remove retired shard {subdir}/{file}: {err}");
             }
         }
@@ -273,20 +287,23 @@ impl LiveIndex {
         subdir: &str,
         plan: Plan,
     ) -> io::Result<(Option<ShardMaps>, ShardState, Vec<String>, usize)> {
+        let Some(local) = self.store.local() else {
+            return Err(io::Error::other(
+                "a bucket's metadata is committed, not staged",
+            ));
+        };
         let mut staged = Vec::new();
         let patch_file = plan.patch_file;
         let last_patch_file = lock(&slot.state).patch_file.clone();
         if let Some(bytes) = &patch_file {
             let on_disk = match &last_patch_file {
                 Some(last) => Some(last.clone()),
-                None => self
-                    .storage
-                    .read(&format!("{subdir}/{PATCH_INSTRUCTIONS}"))?,
+                None => local.read(&format!("{subdir}/{PATCH_INSTRUCTIONS}"))?,
             };
             if on_disk.as_ref() != Some(bytes) {
                 staged.push((
                     vec![PATCH_INSTRUCTIONS.to_owned()],
-                    self.storage.stage(subdir, bytes)?,
+                    local.stage(subdir, bytes)?,
                 ));
             }
         }
@@ -294,7 +311,7 @@ impl LiveIndex {
         if let Some(documents) = &plan.monolithic {
             bytes = documents.repodata().len();
             staged.extend(outputs::stage_live(
-                &self.storage,
+                local,
                 subdir,
                 documents,
                 &self.options,
@@ -302,7 +319,7 @@ impl LiveIndex {
         }
         let (mut maps, mut shard_state, mut expired) = (None, ShardState::default(), Vec::new());
         if let Some(shards) = plan.shards {
-            self.storage.create_all(&shards.write.shards)?;
+            local.create_all(&shards.write.shards)?;
             // Identical indexes (no patches) share one file.
             let mut indexes: Vec<(Vec<String>, &[u8])> = Vec::new();
             for (path, index) in &shards.write.indexes {
@@ -313,7 +330,7 @@ impl LiveIndex {
                 }
             }
             for (names, bytes) in indexes {
-                staged.push((names, self.storage.stage(subdir, bytes)?));
+                staged.push((names, local.stage(subdir, bytes)?));
             }
             if shards.state != lock(&slot.state).shard_state {
                 // Remembered by the cache writer; nothing depends on it
@@ -328,11 +345,70 @@ impl LiveIndex {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             file.install(&names)?;
         }
-        self.storage.sync_dir(subdir)?;
+        local.sync_dir(subdir)?;
         if patch_file.is_some() {
             lock(&slot.state).patch_file = patch_file;
         }
         Ok((maps, shard_state, expired, bytes))
+    }
+
+    /// Lists every package in the channel that has no record yet (placed
+    /// by a writer killed before it committed, or committed by another
+    /// server and since dropped by a racing write), and, in a bucket,
+    /// commits each subdir merged with what other servers wrote. Returns
+    /// how many packages it added.
+    pub fn reconcile(&self) -> io::Result<usize> {
+        let storage = self.storage();
+        let subdirs =
+            super::scan::subdirs(storage, &self.options.subdirs).map_err(io::Error::other)?;
+        let mut added = 0;
+        for subdir in subdirs {
+            let slot = self.slot(&subdir)?;
+            let listing = storage.list(&subdir)?;
+            let todo: Vec<FileStat> = {
+                let state = lock(&slot.state);
+                listing
+                    .into_iter()
+                    .filter(|stat| {
+                        !stat.is_dir
+                            && crate::package::PackageFormat::from_file_name(&stat.name).is_some()
+                            && !state.repodata.packages.contains_key(&stat.name)
+                            && !state.cache.get(&stat.name).is_some_and(|e| e.matches(stat))
+                    })
+                    .collect()
+            };
+            for stat in todo {
+                let Some(outcome) = super::read_one(storage, &subdir, &stat) else {
+                    continue;
+                };
+                let mut state = lock(&slot.state);
+                if let Outcome::Indexed(package) = &outcome {
+                    tracing::info!(
+                        "{subdir}/{}: in storage without a record; listing it",
+                        stat.name
+                    );
+                    let previous = state
+                        .repodata
+                        .packages
+                        .insert(stat.name.clone(), package.clone());
+                    state.version += 1;
+                    state.touch([previous.as_ref(), Some(package)]);
+                    added += 1;
+                }
+                state
+                    .cache
+                    .insert(stat.name.clone(), CacheEntry::new(&stat, outcome));
+            }
+            let version = {
+                let mut state = lock(&slot.state);
+                if let ChannelStore::Bucket(_) = self.store {
+                    state.version += 1; // merge with the other servers' commits
+                }
+                state.version
+            };
+            self.commit(&slot, version, || {})?;
+        }
+        Ok(added)
     }
 
     fn slot(&self, subdir: &str) -> io::Result<Arc<Subdir>> {
@@ -340,7 +416,7 @@ impl LiveIndex {
         if let Some(slot) = subdirs.get(subdir) {
             return Ok(slot.clone());
         }
-        self.storage.create_dir_all(subdir)?;
+        self.storage().create_dir_all(subdir)?;
         let slot = Arc::new(Subdir::new(SubdirState::new(super::SubdirIndex {
             repodata: SubdirRepodata::new(subdir),
             cache: BTreeMap::new(),
@@ -368,7 +444,7 @@ impl Subdir {
 
     /// Writes the subdir's incremental cache (and what is remembered
     /// about its shards) as the state holds it now.
-    fn write_cache(&self, storage: &LocalFs, shards: bool) -> io::Result<()> {
+    fn write_cache(&self, storage: &dyn Storage, shards: bool) -> io::Result<()> {
         let (subdir, bytes, shard_state) = {
             let state = lock(&self.state);
             let shard_state = shards.then(|| state.shard_state.to_bytes());
@@ -392,7 +468,7 @@ impl Subdir {
 /// The background thread that writes the caches of updated subdirs.
 struct CacheWriter {
     queue: Arc<CacheQueue>,
-    storage: LocalFs,
+    storage: ChannelStore,
     shards: bool,
     /// `None` if the thread could not be started: caches are then written
     /// inline.
@@ -414,7 +490,7 @@ struct Pending {
 }
 
 impl CacheWriter {
-    fn start(storage: LocalFs, shards: bool) -> Self {
+    fn start(storage: ChannelStore, shards: bool) -> Self {
         let queue = Arc::new(CacheQueue {
             shards,
             ..CacheQueue::default()
@@ -422,7 +498,7 @@ impl CacheWriter {
         let (worker, worker_storage) = (queue.clone(), storage.clone());
         let thread = std::thread::Builder::new()
             .name("index-cache".into())
-            .spawn(move || worker.run(&worker_storage))
+            .spawn(move || worker.run(worker_storage.storage()))
             .inspect_err(|err| {
                 tracing::warn!("no cache writer thread ({err}); writing caches inline")
             })
@@ -438,7 +514,7 @@ impl CacheWriter {
     fn mark(&self, slot: &Arc<Subdir>) {
         let name = lock(&slot.state).repodata.subdir.clone();
         if self.thread.is_none() {
-            CacheQueue::write(&self.storage, &name, slot, self.shards);
+            CacheQueue::write(self.storage.storage(), &name, slot, self.shards);
             return;
         }
         lock(&self.queue.pending).dirty.insert(name, slot.clone());
@@ -457,7 +533,7 @@ impl Drop for CacheWriter {
 }
 
 impl CacheQueue {
-    fn run(&self, storage: &LocalFs) {
+    fn run(&self, storage: &dyn Storage) {
         loop {
             let mut pending = lock(&self.pending);
             while pending.dirty.is_empty() && !pending.stop {
@@ -480,14 +556,14 @@ impl CacheQueue {
         }
     }
 
-    fn flush(&self, storage: &LocalFs) {
+    fn flush(&self, storage: &dyn Storage) {
         let dirty = std::mem::take(&mut lock(&self.pending).dirty);
         for (name, slot) in dirty {
             Self::write(storage, &name, &slot, self.shards);
         }
     }
 
-    fn write(storage: &LocalFs, name: &str, slot: &Subdir, shards: bool) {
+    fn write(storage: &dyn Storage, name: &str, slot: &Subdir, shards: bool) {
         if let Err(err) = slot.write_cache(storage, shards) {
             // Only costs re-reading some packages after a restart.
             tracing::warn!("cannot write the index cache of {name}: {err}");

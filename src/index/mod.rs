@@ -292,7 +292,7 @@ fn read_changed(storage: &dyn Storage, jobs: &mut [SubdirJob], progress: bool) -
 
 /// Reads one package. `None` when the file could not be opened at all (a
 /// transient fault, not cached, so the next run tries again).
-fn read_one(storage: &dyn Storage, subdir: &str, stat: &FileStat) -> Option<Outcome> {
+pub(crate) fn read_one(storage: &dyn Storage, subdir: &str, stat: &FileStat) -> Option<Outcome> {
     let file_name = &stat.name;
     let path = format!("{subdir}/{file_name}");
     let file = match storage.open_listed(&path, stat) {
@@ -374,6 +374,14 @@ fn finish_subdir(
                 entries.insert(file_name.clone(), entry.clone());
             }
         }
+    }
+    if run.defer_writes {
+        let index = SubdirIndex {
+            repodata,
+            cache: entries,
+            shards: None, // rebuilt by the caller's first commit
+        };
+        return Ok((index, left_out, 0));
     }
     let dirty = dirty_names(&cache, &entries);
     let context = |what: &str| format!("writing {what} of {name}/");

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::index::conda::CondaIndexer;
 use crate::index::IndexOptions;
-use crate::storage::is_plain_name;
+use crate::storage::{is_plain_name, S3Location};
 
 use super::state::{Limits, NamedToken};
 
@@ -41,6 +41,16 @@ pub struct ServeConfig {
     pub tls: TlsSetting,
     /// How long in-flight requests get after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// The channel is in this bucket (`root` then only holds staging and
+    /// the self-signed certificate); several servers may write it.
+    pub bucket: Option<S3Location>,
+    /// Where readers fetch packages from a bucket (a CDN, the bucket's
+    /// own website): package downloads are redirected there. `None`: the
+    /// server proxies them.
+    pub public_url: Option<String>,
+    /// How often a bucket is listed for packages without a record (a
+    /// writer killed between placing and committing); also once at start.
+    pub reconcile_every: Duration,
 }
 
 /// Who writes the channel's metadata after each upload.
@@ -73,6 +83,12 @@ pub enum ConfigError {
     NoUploadSlots,
     #[error("--{0} 0: it must be at least one second")]
     ZeroTimeout(&'static str),
+    #[error(
+        "serving {0} needs the native indexer (--indexer conda needs a local channel directory)"
+    )]
+    BucketNeedsNative(String),
+    #[error("serving {0}: {1} is not supported on a bucket yet")]
+    BucketUnsupported(String, &'static str),
 }
 
 impl ServeConfig {
@@ -97,6 +113,9 @@ impl ServeConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9999),
             tls: TlsSetting::SelfSigned,
             shutdown_grace: Duration::from_secs(30),
+            bucket: None,
+            public_url: None,
+            reconcile_every: Duration::from_secs(60),
         }
     }
 
@@ -120,6 +139,20 @@ impl ServeConfig {
         }
         if limits.header_timeout.is_zero() {
             return Err(ConfigError::ZeroTimeout("header-timeout"));
+        }
+        if let Some(bucket) = &self.bucket {
+            let shown = bucket.to_string();
+            match &self.indexer {
+                Indexer::Conda(_) => return Err(ConfigError::BucketNeedsNative(shown)),
+                // The commit merges repodata.json as the packages say it.
+                Indexer::Native(options) if options.patch_generator.is_some() => {
+                    return Err(ConfigError::BucketUnsupported(shown, "--patch-generator"))
+                }
+                Indexer::Native(_) => {}
+            }
+            if self.reconcile_every.is_zero() {
+                return Err(ConfigError::ZeroTimeout("reconcile-interval"));
+            }
         }
         Ok(())
     }

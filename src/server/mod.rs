@@ -68,6 +68,7 @@ pub async fn run(
     grace: Duration,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
+    state::spawn_reconciler(&state);
     let limits = state.limits.clone();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();

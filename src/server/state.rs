@@ -17,7 +17,10 @@ use super::{staging, STAGING_DIR};
 use crate::index::conda::{CondaChannel, CondaIndexError};
 use crate::index::{IndexError, LiveIndex};
 use crate::publish::Catalog;
-use crate::storage::{ChannelLock, LocalFs, LockError};
+use crate::storage::probe::{probe_conditional_writes, ProbeError};
+use crate::storage::{
+    ChannelLock, ChannelStore, LocalFs, LockError, ObjectOptions, ObjectStorage, S3Location,
+};
 use crate::token::{Token, TokenHash};
 
 /// A configured token: who it belongs to (for the log) and its hash.
@@ -98,8 +101,13 @@ pub struct AppState {
     upload_slots: Arc<Semaphore>,
     /// Uploads waiting for a slot now.
     queued: AtomicUsize,
-    /// Held while the state lives: one writer per channel.
-    _lock: ChannelLock,
+    /// Package downloads from a bucket are redirected here.
+    pub public_url: Option<String>,
+    /// How often a bucket is reconciled (`None`: a local channel).
+    pub reconcile_every: Option<Duration>,
+    /// Held while the state lives: one writer per local channel (a bucket
+    /// has none; its writers compare-and-swap).
+    _lock: Option<ChannelLock>,
 }
 
 /// One of the slots that cap concurrent uploads, held until dropped.
@@ -135,6 +143,16 @@ pub enum OpenError {
     },
     #[error("the conda indexer does not work (check -e/--conda-exe)")]
     CondaIndex(#[from] CondaIndexError),
+    #[error(transparent)]
+    Bucket(#[from] crate::storage::OpenError),
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error("cannot list {location} for packages without a record")]
+    Reconcile {
+        location: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl AppState {
@@ -145,6 +163,17 @@ impl AppState {
     /// `index` so a restart reads only what changed, or the conda
     /// fallback, run once to prove it works.
     pub fn open(config: &ServeConfig) -> Result<Self, OpenError> {
+        Self::open_in(config, None)
+    }
+
+    /// [`AppState::open`] on a bucket already connected (`config.bucket`
+    /// names it; tests wrap a store to inject faults). The store is probed
+    /// as one opened from the configuration would be.
+    pub fn open_on_bucket(config: &ServeConfig, store: ObjectStorage) -> Result<Self, OpenError> {
+        Self::open_in(config, Some(store))
+    }
+
+    fn open_in(config: &ServeConfig, store: Option<ObjectStorage>) -> Result<Self, OpenError> {
         config.check()?;
         let root = &config.root;
         let shown = |path: &Path| path.display().to_string();
@@ -152,18 +181,23 @@ impl AppState {
             path: shown(root),
             source,
         })?;
-        let lock = ChannelLock::acquire(root)?;
+        let lock = match config.bucket {
+            Some(_) => None,
+            None => Some(ChannelLock::acquire(root)?),
+        };
         let staging = root.join(STAGING_DIR);
         staging::clean(&staging).map_err(|source| OpenError::Staging {
             path: shown(&staging),
             source,
         })?;
-        let catalog = open_catalog(config)?;
+        let catalog = open_catalog(config, store)?;
         let access = ChannelAccess {
-            name: config
-                .channel_name
-                .clone()
-                .unwrap_or_else(|| default_channel_name(root)),
+            name: config.channel_name.clone().unwrap_or_else(|| {
+                config
+                    .bucket
+                    .as_ref()
+                    .map_or_else(|| default_channel_name(root), bucket_channel_name)
+            }),
             private: config.private,
             metadata_max_age: config.metadata_max_age,
         };
@@ -176,6 +210,8 @@ impl AppState {
             access,
             upload_slots: Arc::new(Semaphore::new(config.limits.max_concurrent_uploads.max(1))),
             queued: AtomicUsize::new(0),
+            public_url: config.public_url.clone(),
+            reconcile_every: config.bucket.as_ref().map(|_| config.reconcile_every),
             _lock: lock,
         })
     }
@@ -265,19 +301,35 @@ impl Drop for Queued<'_> {
 }
 
 /// The native live index, or the conda fallback.
-fn open_catalog(config: &ServeConfig) -> Result<Catalog, OpenError> {
+fn open_catalog(config: &ServeConfig, store: Option<ObjectStorage>) -> Result<Catalog, OpenError> {
     let root = &config.root;
-    let storage = LocalFs::new(root);
+    let storage = match (&config.bucket, store) {
+        (Some(_), Some(store)) => {
+            probe_conditional_writes(&store)?;
+            ChannelStore::Bucket(store)
+        }
+        (Some(bucket), None) => ChannelStore::Bucket(open_bucket(bucket)?),
+        (None, _) => ChannelStore::Local(LocalFs::new(root)),
+    };
+    let shown = storage.storage().location();
     match &config.indexer {
         Indexer::Native(options) => {
             let (live, summary) =
                 LiveIndex::open(storage, options.clone()).map_err(|source| OpenError::Index {
-                    path: root.display().to_string(),
+                    path: shown.clone(),
                     source,
                 })?;
+            if config.bucket.is_some() {
+                // Merge with what other servers committed meanwhile.
+                let added = live.reconcile().map_err(|source| OpenError::Reconcile {
+                    location: shown.clone(),
+                    source,
+                })?;
+                tracing::info!("{shown}: {added} packages without a record listed at start");
+            }
             tracing::info!(
                 "channel {}: {} packages in {} subdirs ({} read, {} left out) in {:.2} s",
-                root.display(),
+                shown,
                 summary.packages,
                 summary.subdirs,
                 summary.read,
@@ -291,6 +343,56 @@ fn open_catalog(config: &ServeConfig) -> Result<Catalog, OpenError> {
             conda.refresh()?;
             Ok(Catalog::Conda { storage, conda })
         }
+    }
+}
+
+/// Connects to the bucket and refuses it unless it honours conditional
+/// writes (without them several servers lose each other's uploads).
+fn open_bucket(bucket: &S3Location) -> Result<ObjectStorage, OpenError> {
+    let storage = ObjectStorage::open(bucket, ObjectOptions::default())?;
+    probe_conditional_writes(&storage)?;
+    Ok(storage)
+}
+
+/// A channel in a bucket is named after the last part of its prefix (or
+/// the bucket).
+fn bucket_channel_name(bucket: &S3Location) -> String {
+    let shown = bucket.to_string();
+    shown
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .filter(|name| !name.is_empty())
+        .unwrap_or("channel")
+        .to_owned()
+}
+
+/// Lists the bucket for packages without a record every
+/// [`AppState::reconcile_every`], until the state is dropped.
+pub fn spawn_reconciler(state: &Arc<AppState>) {
+    let Some(every) = state.reconcile_every else {
+        return;
+    };
+    let weak = Arc::downgrade(state);
+    let spawned = std::thread::Builder::new()
+        .name("reconciler".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            let Some(state) = weak.upgrade() else {
+                return;
+            };
+            if let Catalog::Native(live) = &state.catalog {
+                match live.reconcile() {
+                    Ok(0) => {}
+                    Ok(added) => tracing::info!("reconciler: listed {added} packages"),
+                    Err(err) => tracing::warn!("reconciler: {err}"),
+                }
+            }
+        });
+    if let Err(err) = spawned {
+        tracing::warn!(
+            "no reconciler thread ({err}): packages without a record wait for a restart"
+        );
     }
 }
 

@@ -17,10 +17,13 @@
 //! - [`fault`]: an `ObjectStore` wrapper that injects faults and counts
 //!   requests, for tests.
 //!
-//! # Phase 2: several `serve` processes on one bucket (issue 11)
+//! - `channel`: [`ChannelStore`], the served channel's storage (a local
+//!   directory or a bucket), for the few steps whose form differs.
 //!
-//! Phase 1 gave `index` this interface; `publish.rs` and the live index
-//! still call `std::fs` and [`LocalFs`] directly. Phase 2 moves them over:
+//! # Several `serve` processes on one bucket (issue 11)
+//!
+//! `publish.rs` and the live index reach storage only through this module
+//! (the bucket commit is `index/live/shared.rs`):
 //!
 //! - **Placing a package**: the upload stays staged and verified locally,
 //!   then [`Storage::put_file`] with [`PutMode::Create`] (a hard link
@@ -52,6 +55,7 @@
 //!   packages by redirect to a public URL, or proxied with
 //!   [`Storage::read_range`] for `Range` requests.
 
+mod channel;
 pub mod fault;
 #[cfg(test)]
 mod fault_tests;
@@ -68,6 +72,7 @@ use std::io::{self, Read, Seek};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+pub use channel::ChannelStore;
 pub use local::{set_public_read, LocalFs, StagedFile};
 pub use lock::{ChannelLock, LockError, LOCK_FILE};
 pub use object::{ObjectOptions, ObjectStorage, Traffic};

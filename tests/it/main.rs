@@ -26,6 +26,7 @@ mod protocols;
 mod queue;
 mod queue_load;
 mod reading;
+mod s3_serve;
 mod serve;
 mod serve_shards;
 mod server;

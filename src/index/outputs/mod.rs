@@ -25,7 +25,7 @@ use crate::repodata::tree::Tree;
 use crate::repodata::{JsonStyle, RepodataView, SubdirRepodata};
 use crate::storage::Storage;
 pub use monolithic::DEFAULT_ZSTD_LEVEL;
-pub(crate) use monolithic::{stage_live, Monolithic};
+pub(crate) use monolithic::{derived_files, stage_live, Monolithic};
 use patches::{PatchSource, PATCH_INSTRUCTIONS};
 use shards::ShardState;
 
@@ -34,6 +34,9 @@ pub(crate) struct Run {
     pub patches: Option<PatchSource>,
     /// The run's time: every subdir's shard index gets it as `created_at`.
     pub now: SystemTime,
+    /// Read, do not write: the caller commits the outputs itself (a server
+    /// on a bucket, whose writes must compare-and-swap with other servers').
+    pub defer_writes: bool,
 }
 
 impl Run {
@@ -45,6 +48,7 @@ impl Run {
         Ok(Self {
             patches,
             now: SystemTime::now(),
+            defer_writes: false,
         })
     }
 }

@@ -132,6 +132,43 @@ impl Files {
     }
 }
 
+/// Every monolithic file but `repodata.json`, and the compressed copies
+/// of all three: what a commit to a bucket writes after `repodata.json`
+/// (the one document several writers compare-and-swap).
+pub(crate) fn derived_files(
+    subdir: &str,
+    documents: &Monolithic,
+    options: &IndexOptions,
+) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let wanted: Vec<Compression> = [
+        (options.bz2, Compression::Bz2),
+        (options.zst, Compression::Zst(options.zstd_level)),
+    ]
+    .into_iter()
+    .filter_map(|(wanted, compression)| wanted.then_some(compression))
+    .collect();
+    let mut files = Vec::new();
+    let mut documents_list: Vec<(&str, &[u8], bool)> = vec![(
+        "repodata_from_packages.json",
+        &documents.from_packages,
+        true,
+    )];
+    if let Some(run_exports) = &documents.run_exports {
+        documents_list.push(("run_exports.json", run_exports, true));
+    }
+    documents_list.push(("repodata.json", documents.repodata(), false));
+    for (name, json, with_json) in documents_list {
+        for compression in &wanted {
+            let ext = compression.extension();
+            files.push((format!("{subdir}/{name}{ext}"), compression.compress(json)?));
+        }
+        if with_json {
+            files.push((format!("{subdir}/{name}"), json.to_vec()));
+        }
+    }
+    Ok(files)
+}
+
 /// Stages a subdir's monolithic files after an update that changed its
 /// listing: `repodata.json` and `repodata_from_packages.json` (one file,
 /// hard-linked, unless patches make them differ), `run_exports.json` when

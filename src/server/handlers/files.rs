@@ -69,7 +69,10 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
     let (segments, trailing_slash) = decode_path(&raw_path)?;
     let (path_token, segments) = split_path_token(segments);
     authorize_read(state, request.headers(), path_token)?;
-    let root = state.catalog.storage().root();
+    let Some(local) = state.catalog.store().local() else {
+        return super::bucket::serve(state, &request, segments);
+    };
+    let root = local.root();
     let segments = strip_channel_alias(root, &state.access.name, segments);
     let path = public_path(root, &segments).await?;
     let metadata = tokio::fs::metadata(&path).await.map_err(|_| not_found())?;
@@ -93,7 +96,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
     Ok(send_file(request, &path, &metadata, cache_control).await)
 }
 
-fn not_found() -> ApiError {
+pub(super) fn not_found() -> ApiError {
     ApiError::NotFound("not found".into())
 }
 
@@ -184,12 +187,12 @@ async fn public_path(root: &Path, segments: &[String]) -> Result<PathBuf, ApiErr
 }
 
 /// A CEP 16 shard: `<sha256 hex>.msgpack.zst` (not the shard index).
-fn is_shard(name: &str) -> bool {
+pub(super) fn is_shard(name: &str) -> bool {
     crate::repodata::shards::parse_shard_file_name(name).is_some()
 }
 
 /// Shards never change, even where packages may be overwritten.
-fn shard_cache_control(state: &AppState) -> HeaderValue {
+pub(super) fn shard_cache_control(state: &AppState) -> HeaderValue {
     HeaderValue::from_static(if state.access.private {
         "private, max-age=31536000, immutable"
     } else {
@@ -197,7 +200,7 @@ fn shard_cache_control(state: &AppState) -> HeaderValue {
     })
 }
 
-fn cache_control(state: &AppState, is_package: bool) -> HeaderValue {
+pub(super) fn cache_control(state: &AppState, is_package: bool) -> HeaderValue {
     let scope = if state.access.private {
         "private"
     } else {
@@ -271,7 +274,7 @@ fn entity_tag(metadata: &std::fs::Metadata) -> HeaderValue {
 
 /// `If-None-Match: *`, or a list containing our tag (weak comparison, as
 /// RFC 9110 asks for `If-None-Match`).
-fn etag_matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
+pub(super) fn etag_matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
     let Ok(candidates) = if_none_match.to_str() else {
         return false;
     };
@@ -298,7 +301,7 @@ fn add_validators(
 
 /// Types for the files a channel holds, where a guess from the extension
 /// would be wrong or vague.
-fn conda_content_type(path: &Path) -> Option<&'static str> {
+pub(super) fn conda_content_type(path: &Path) -> Option<&'static str> {
     let name = path.file_name()?.to_str()?;
     let suffix = name.rsplit('.').next()?;
     match suffix {

@@ -3,6 +3,7 @@
 //! publishing on a blocking thread, and turning the outcome into the JSON
 //! answer and the access-log note.
 
+mod bucket;
 mod delete;
 mod files;
 mod form;
