@@ -11,6 +11,7 @@ mod record;
 pub mod shards;
 mod subdir;
 pub mod tree;
+pub mod version;
 mod upload;
 
 pub use json::{to_python_json, JsonStyle};
