@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::cache::{self, CacheEntry, Outcome};
-use super::outputs::patches::{PatchSource, PATCH_INSTRUCTIONS};
+use super::outputs::patches::PATCH_INSTRUCTIONS;
 use super::outputs::shards::{state_path, ShardMaps, ShardState};
 use super::outputs::{self, Plan, ShardsBefore};
 use super::{index_subdirs, IndexError, IndexOptions, IndexSummary};
@@ -38,7 +38,8 @@ const CACHE_DELAY: Duration = Duration::from_secs(2);
 pub struct LiveIndex {
     storage: LocalFs,
     options: IndexOptions,
-    patches: Option<PatchSource>,
+    /// The patches and pins every update applies (its `now` is unused).
+    run: outputs::Run,
     subdirs: Mutex<BTreeMap<String, Arc<Subdir>>>,
     caches: CacheWriter,
 }
@@ -114,7 +115,7 @@ impl LiveIndex {
         let live = Self {
             storage,
             options,
-            patches: run.patches,
+            run,
             subdirs: Mutex::new(subdirs),
             caches,
         };
@@ -220,7 +221,7 @@ impl LiveIndex {
                 &self.storage,
                 &state.repodata,
                 &self.options,
-                self.patches.as_ref(),
+                &self.run,
                 before,
                 now,
             );
@@ -297,6 +298,15 @@ impl LiveIndex {
                 &self.storage,
                 subdir,
                 documents,
+                &self.options,
+            )?);
+        }
+        if let Some(current) = &plan.current {
+            staged.extend(outputs::stage_json(
+                &self.storage,
+                subdir,
+                outputs::current::CURRENT_REPODATA,
+                current,
                 &self.options,
             )?);
         }

@@ -66,6 +66,11 @@ pub struct IndexOptions {
     pub channel_name: Option<String>,
     /// How long a shard that no index refers to is kept.
     pub shard_retention: Duration,
+    /// `--current-repodata`: current_repodata.json per subdir.
+    pub current_repodata: bool,
+    /// `-m/--current-index-versions-file`: versions current_repodata.json
+    /// keeps besides the newest (YAML `{name: [version, ...]}`).
+    pub current_index_versions: Option<PathBuf>,
 }
 
 impl IndexOptions {
@@ -74,13 +79,20 @@ impl IndexOptions {
         scan::check_names(&self.subdirs)?;
         if !self.write_monolithic {
             // conda-index's refusal, word for word.
-            let conflicting: Vec<&str> = [("--run-exports", self.run_exports)]
+            let conflicting: Vec<&str> = [
+                ("--current-repodata", self.current_repodata),
+                ("--run-exports", self.run_exports),
+            ]
                 .into_iter()
                 .filter_map(|(flag, set)| set.then_some(flag))
                 .collect();
             if !conflicting.is_empty() {
                 return Err(IndexError::Conflicting(conflicting.join(", ")));
             }
+        }
+        if let Some(path) = &self.current_index_versions {
+            // Read again by the run; refused here before any lock or file.
+            outputs::current::load_pins(path)?;
         }
         if let Some(base_url) = &self.base_url {
             if base_url.is_empty() || base_url.chars().any(char::is_whitespace) {
@@ -110,6 +122,8 @@ impl Default for IndexOptions {
             update_only: false,
             channel_name: None,
             shard_retention: DEFAULT_SHARD_RETENTION,
+            current_repodata: false,
+            current_index_versions: None,
         }
     }
 }
@@ -146,6 +160,8 @@ pub enum IndexError {
     BadBaseUrl(String),
     #[error(transparent)]
     Patch(#[from] PatchSourceError),
+    #[error(transparent)]
+    Pins(#[from] outputs::current::PinsError),
     #[error("{context}")]
     Io {
         context: String,

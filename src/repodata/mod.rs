@@ -4,7 +4,9 @@
 //! package is known by ([`names`]), and an upload's record, built once
 //! ([`UploadRecord`]).
 
+pub mod current;
 pub mod json;
+pub mod matchspec;
 pub mod names;
 pub mod patch;
 mod record;

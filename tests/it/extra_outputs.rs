@@ -1,0 +1,140 @@
+//! conda-index's optional outputs besides shards and patches:
+//! `current_repodata.json` (`--current-repodata`, `-m`), against the
+//! goldens made with conda-index 0.13.0 and real conda 26.7 (the oracle's
+//! stub conda cannot make them); the `--no-write-monolithic` refusal; and
+//! that turning the output off removes what an earlier run left.
+
+use std::fs;
+
+use crate::common::{self, index, stderr};
+use crate::differential::assert_same_bytes;
+use crate::shards::{fixture_channel, fixture_names, golden_extra};
+
+const CURRENT: &str = "current_repodata.json";
+
+/// Every golden `current_repodata.json` is byte-identical to ours (the
+/// patched channel's comes from the run with the patch generator).
+#[test]
+fn current_repodata_equals_the_goldens_on_every_fixture_channel() {
+    let mut compared = 0;
+    for name in fixture_names() {
+        let golden = golden_extra().join(&name);
+        let (channel, _) = fixture_channel(&name);
+        let output = index(channel.path(), &["--current-repodata"]);
+        assert!(
+            matches!(output.status.code(), Some(0 | 2)),
+            "{name}: {}",
+            stderr(&output)
+        );
+        for subdir in fs::read_dir(&golden).unwrap() {
+            let subdir = subdir.unwrap().path();
+            let Ok(expected) = fs::read(subdir.join(CURRENT)) else {
+                continue;
+            };
+            let subdir_name = subdir.file_name().unwrap().to_str().unwrap();
+            let ours = fs::read(channel.path().join(subdir_name).join(CURRENT))
+                .unwrap_or_else(|e| panic!("{name}/{subdir_name}/{CURRENT}: {e}"));
+            assert_same_bytes(&format!("{name}/{subdir_name}/{CURRENT}"), &expected, &ours);
+            compared += 1;
+        }
+    }
+    assert!(compared >= 20, "only {compared} goldens compared");
+}
+
+#[test]
+fn current_repodata_of_a_patched_channel_lists_the_revoked_package() {
+    let golden = golden_extra().join("conda-test-recipes-patched");
+    let channel = common::channel_copy("conda-test-recipes");
+    let generator = golden.join("patch_instructions.tar.bz2");
+    let output = index(
+        channel.path(),
+        &[
+            "--current-repodata",
+            "--patch-generator",
+            generator.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let expected = fs::read(golden.join("noarch").join(CURRENT)).unwrap();
+    let ours = fs::read(channel.path().join("noarch").join(CURRENT)).unwrap();
+    assert_same_bytes("patched/noarch/current_repodata.json", &expected, &ours);
+    let text = String::from_utf8(ours).unwrap();
+    assert!(text.contains("\"revoked\":true"), "{text}");
+}
+
+/// `-m` keeps the pinned series too; with copies asked for, they are
+/// written beside it; without the flag, a later run removes all three.
+#[test]
+fn pins_keep_older_versions_and_turning_it_off_removes_the_files() {
+    let channel = common::channel_copy("conda-test-recipes");
+    let noarch = channel.path().join("noarch");
+    let output = index(channel.path(), &["--current-repodata"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let newest = fs::read_to_string(noarch.join(CURRENT)).unwrap();
+    assert!(newest.contains("another_dependent-2.0-0.conda"), "{newest}");
+    assert!(!newest.contains("another_dependent-1.0-0.conda"), "{newest}");
+
+    let pins = channel.path().join("pins.yaml");
+    fs::write(&pins, "another_dependent:\n  - 1.0\n").unwrap();
+    let output = index(
+        channel.path(),
+        &[
+            "--current-repodata",
+            "-m",
+            pins.to_str().unwrap(),
+            "--zst",
+            "--bz2",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let pinned = fs::read_to_string(noarch.join(CURRENT)).unwrap();
+    assert!(pinned.contains("another_dependent-1.0-0.conda"), "{pinned}");
+    assert!(pinned.contains("another_dependent-2.0-0.conda"), "{pinned}");
+    let zst = zstd::decode_all(&fs::read(noarch.join("current_repodata.json.zst")).unwrap()[..])
+        .unwrap();
+    assert_eq!(zst, pinned.as_bytes());
+    assert!(noarch.join("current_repodata.json.bz2").exists());
+
+    let output = index(channel.path(), &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    for file in [CURRENT, "current_repodata.json.zst", "current_repodata.json.bz2"] {
+        assert!(!noarch.join(file).exists(), "{file} left behind");
+    }
+}
+
+#[test]
+fn no_write_monolithic_refuses_current_repodata_like_conda_index() {
+    let channel = common::channel_copy("conda-test-recipes");
+    let before = common::snapshot(channel.path());
+    let output = index(
+        channel.path(),
+        &[
+            "--no-write-monolithic",
+            "--write-shards",
+            "--current-repodata",
+            "--run-exports",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output).trim(),
+        "Error: Conflicting arguments: --current-repodata, --run-exports require(s) \
+         --write-monolithic (the default setting)."
+    );
+    assert_eq!(common::snapshot(channel.path()), before);
+}
+
+#[test]
+fn a_bad_pins_file_is_refused_before_anything_is_written() {
+    let channel = common::channel_copy("conda-test-recipes");
+    let pins = channel.path().join("pins.yaml");
+    fs::write(&pins, "- just\n- a list\n").unwrap();
+    let before = common::snapshot(channel.path());
+    let output = index(
+        channel.path(),
+        &["--current-repodata", "-m", pins.to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("pins.yaml"), "{}", stderr(&output));
+    assert_eq!(common::snapshot(channel.path()), before);
+}
