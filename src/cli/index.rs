@@ -109,6 +109,16 @@ pub struct IndexArgs {
     /// newest, e.g. `python: [3.8, 3.9]`.
     #[arg(short = 'm', long, value_name = "FILE")]
     current_index_versions_file: Option<PathBuf>,
+    /// Also write channeldata.json (and rss.xml) at the channel root.
+    #[arg(long, overrides_with = "no_channeldata")]
+    channeldata: bool,
+    #[arg(long, hide = true)]
+    no_channeldata: bool,
+    /// Do not write rss.xml with --channeldata.
+    #[arg(long, overrides_with = "rss")]
+    no_rss: bool,
+    #[arg(long, hide = true)]
+    rss: bool,
     /// Seconds a shard no index refers to any more is kept (clients may
     /// still hold an index that names it).
     #[arg(long, value_name = "SECONDS", default_value_t = crate::index::DEFAULT_SHARD_RETENTION.as_secs())]
@@ -162,6 +172,8 @@ fn run_native(args: &IndexArgs) -> anyhow::Result<ExitCode> {
         shard_retention: std::time::Duration::from_secs(args.shard_retention),
         current_repodata: args.current_repodata,
         current_index_versions: args.current_index_versions_file.clone(),
+        channeldata: args.channeldata,
+        rss: !args.no_rss,
         ..IndexOptions::default()
     };
     options.validate()?;

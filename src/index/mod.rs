@@ -71,6 +71,10 @@ pub struct IndexOptions {
     /// `-m/--current-index-versions-file`: versions current_repodata.json
     /// keeps besides the newest (YAML `{name: [version, ...]}`).
     pub current_index_versions: Option<PathBuf>,
+    /// `--channeldata`: channeldata.json at the channel root.
+    pub channeldata: bool,
+    /// `--rss/--no-rss`: rss.xml beside channeldata.json (only with it).
+    pub rss: bool,
 }
 
 impl IndexOptions {
@@ -82,6 +86,7 @@ impl IndexOptions {
             let conflicting: Vec<&str> = [
                 ("--current-repodata", self.current_repodata),
                 ("--run-exports", self.run_exports),
+                ("--channeldata", self.channeldata),
             ]
                 .into_iter()
                 .filter_map(|(flag, set)| set.then_some(flag))
@@ -124,6 +129,8 @@ impl Default for IndexOptions {
             shard_retention: DEFAULT_SHARD_RETENTION,
             current_repodata: false,
             current_index_versions: None,
+            channeldata: false,
+            rss: true,
         }
     }
 }
@@ -195,7 +202,10 @@ pub fn index_channel(
     options: &IndexOptions,
 ) -> Result<IndexSummary, IndexError> {
     let run = outputs::Run::new(options)?;
-    index_subdirs(storage, options, &run).map(|(summary, _)| summary)
+    let (mut summary, indexed) = index_subdirs(storage, options, &run)?;
+    summary.files_written += outputs::channel::write(storage, &indexed, options, run.now)
+        .map_err(|e| IndexError::io("writing channeldata.json", e))?;
+    Ok(summary)
 }
 
 /// One subdir's index as a run left it: what its outputs and cache hold.

@@ -8,6 +8,7 @@
 //! writing (a full disk) leaves them all as they were, and a file whose
 //! bytes would not change is not touched.
 
+pub(crate) mod channel;
 pub(crate) mod current;
 mod monolithic;
 pub(crate) mod patches;
