@@ -138,3 +138,87 @@ fn a_bad_pins_file_is_refused_before_anything_is_written() {
     assert!(stderr(&output).contains("pins.yaml"), "{}", stderr(&output));
     assert_eq!(common::snapshot(channel.path()), before);
 }
+
+/// rss.xml with the feed's own dates (the run time) masked; item dates
+/// come from the packages and stay.
+fn mask_feed_dates(rss: &str) -> String {
+    rss.lines()
+        .map(|line| {
+            if line.starts_with("    <pubDate>") {
+                "    <pubDate>(run time)</pubDate>"
+            } else if line.starts_with("    <lastBuildDate>") {
+                "    <lastBuildDate>(run time)</lastBuildDate>"
+            } else {
+                line
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// channeldata.json byte-identical and rss.xml identical but for its run
+/// time, on every fixture channel with goldens; conda-verify's goldens
+/// come from a run limited to the subdirs conda-index survives.
+#[test]
+fn channeldata_and_rss_equal_the_goldens_on_every_fixture_channel() {
+    let mut compared = 0;
+    for name in fixture_names() {
+        let golden = golden_extra().join(&name);
+        let Ok(expected) = fs::read(golden.join("channeldata.json")) else {
+            continue;
+        };
+        let (channel, _) = fixture_channel(&name);
+        // conda-index names the feed after the directory, which here is a
+        // temporary one.
+        let mut flags = vec!["--channeldata", "--run-exports", "-n", name.as_str()];
+        if name == "conda-verify" {
+            flags.extend(["--subdir", "linux-64", "--subdir", "noarch", "--subdir", "win-64"]);
+        }
+        let output = index(channel.path(), &flags);
+        assert!(
+            matches!(output.status.code(), Some(0 | 2)),
+            "{name}: {}",
+            stderr(&output)
+        );
+        let ours = fs::read(channel.path().join("channeldata.json")).unwrap();
+        assert_same_bytes(&format!("{name}/channeldata.json"), &expected, &ours);
+        let expected_rss = fs::read_to_string(golden.join("rss.xml")).unwrap();
+        let ours_rss = fs::read_to_string(channel.path().join("rss.xml")).unwrap();
+        assert!(ours_rss.ends_with("</rss>\n"));
+        assert_same_bytes(
+            &format!("{name}/rss.xml"),
+            mask_feed_dates(&expected_rss).as_bytes(),
+            mask_feed_dates(&ours_rss).as_bytes(),
+        );
+        compared += 1;
+    }
+    assert_eq!(compared, 12);
+}
+
+/// A second run that changes nothing writes nothing (rss.xml included);
+/// `--no-rss` writes channeldata.json alone; `--channel-name` names the
+/// feed; --channeldata is refused with --no-write-monolithic.
+#[test]
+fn channeldata_reruns_rss_flags_and_refusal() {
+    let channel = common::channel_copy("rattler");
+    let output = index(channel.path(), &["--channeldata", "--no-rss", "-n", "mine"]);
+    assert!(matches!(output.status.code(), Some(0 | 2)), "{}", stderr(&output));
+    assert!(channel.path().join("channeldata.json").exists());
+    assert!(!channel.path().join("rss.xml").exists());
+    let output = index(channel.path(), &["--channeldata", "-n", "mine"]);
+    assert!(matches!(output.status.code(), Some(0 | 2)), "{}", stderr(&output));
+    let rss = fs::read_to_string(channel.path().join("rss.xml")).unwrap();
+    assert!(rss.contains("<title>anaconda.org/mine</title>"), "{rss}");
+    let before = common::snapshot(channel.path());
+    let output = index(channel.path(), &["--channeldata", "-n", "mine"]);
+    assert!(matches!(output.status.code(), Some(0 | 2)), "{}", stderr(&output));
+    assert_eq!(common::snapshot(channel.path()), before);
+
+    let output = index(
+        channel.path(),
+        &["--no-write-monolithic", "--write-shards", "--channeldata"],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("--channeldata require(s) --write-monolithic"));
+    assert_eq!(common::snapshot(channel.path()), before);
+}
