@@ -119,6 +119,10 @@ pub struct IndexArgs {
     no_rss: bool,
     #[arg(long, hide = true)]
     rss: bool,
+    /// Also write index.html per subdir (a file listing, as conda-index
+    /// writes it; off by default: its time stamp would change every run).
+    #[arg(long)]
+    index_html: bool,
     /// Seconds a shard no index refers to any more is kept (clients may
     /// still hold an index that names it).
     #[arg(long, value_name = "SECONDS", default_value_t = crate::index::DEFAULT_SHARD_RETENTION.as_secs())]
@@ -174,6 +178,7 @@ fn run_native(args: &IndexArgs) -> anyhow::Result<ExitCode> {
         current_index_versions: args.current_index_versions_file.clone(),
         channeldata: args.channeldata,
         rss: !args.no_rss,
+        index_html: args.index_html,
         ..IndexOptions::default()
     };
     options.validate()?;

@@ -75,6 +75,8 @@ pub struct IndexOptions {
     pub channeldata: bool,
     /// `--rss/--no-rss`: rss.xml beside channeldata.json (only with it).
     pub rss: bool,
+    /// `--index-html`: index.html per subdir, as conda-index writes it.
+    pub index_html: bool,
 }
 
 impl IndexOptions {
@@ -131,6 +133,7 @@ impl Default for IndexOptions {
             current_index_versions: None,
             channeldata: false,
             rss: true,
+            index_html: false,
         }
     }
 }

@@ -10,6 +10,7 @@
 
 pub(crate) mod channel;
 pub(crate) mod current;
+mod html;
 mod monolithic;
 pub(crate) mod patches;
 pub(crate) mod shards;
@@ -363,8 +364,15 @@ pub(crate) fn write_subdir(
     for file in expired {
         storage.remove(&format!("{subdir}/{file}"))?;
     }
+    let html = match options.index_html && options.write_monolithic {
+        true => {
+            let name = channel::channel_name(storage, options);
+            html::write(storage, subdir, &name, options.bz2, run.now)?
+        }
+        false => 0,
+    };
     Ok(Written {
-        files: created + written,
+        files: created + written + html,
         shards: shards_now,
     })
 }
