@@ -222,3 +222,75 @@ fn channeldata_reruns_rss_flags_and_refusal() {
     assert!(stderr(&output).contains("--channeldata require(s) --write-monolithic"));
     assert_eq!(common::snapshot(channel.path()), before);
 }
+
+/// index.html with the times that are the run's own masked: the
+/// `Last Modified` of the metadata files (they were just written) and
+/// the `Updated:` line. Package rows keep their times.
+fn mask_html_times(html: &str) -> String {
+    let mut out = Vec::new();
+    let mut metadata_row = false;
+    for line in html.lines() {
+        if let Some(name) = line.strip_prefix("      <td><a href=\"") {
+            metadata_row = !(name.contains(".conda\"") || name.contains(".tar.bz2\""));
+        }
+        let masked = if line.starts_with("  <address>Updated: ") {
+            let files = line.rsplit_once(" - ").map_or("", |(_, f)| f);
+            format!("  <address>Updated: (run time) - {files}")
+        } else if metadata_row && line.starts_with("      <td>20") {
+            "      <td>(written now)</td>".to_owned()
+        } else {
+            line.to_owned()
+        };
+        out.push(masked);
+    }
+    out.join("\n")
+}
+
+/// Our index.html equals the oracle's (conda-index 0.13.0 writes it on
+/// every run) for every fixture channel, with .bz2 copies and patches,
+/// but for the run's own times; a run that changes nothing leaves it.
+#[test]
+fn index_html_equals_conda_index_on_every_fixture_channel() {
+    let patch = golden_extra().join("conda-test-recipes-patched/patch_instructions.tar.bz2");
+    let mut compared = 0;
+    for name in fixture_names() {
+        let (ours, subdirs) = fixture_channel(&name);
+        let (theirs, _) = fixture_channel(&name);
+        let mut flags = vec!["--bz2", "-n", "chan"];
+        if name == "conda-test-recipes" {
+            flags.extend(["--patch-generator", patch.to_str().unwrap()]);
+        }
+        let mut our_flags = flags.clone();
+        our_flags.push("--index-html");
+        let output = index(ours.path(), &our_flags);
+        assert!(matches!(output.status.code(), Some(0 | 2)), "{name}: {}", stderr(&output));
+        let mut oracle_flags = flags.clone();
+        for subdir in &subdirs {
+            oracle_flags.extend(["--subdir", subdir.as_str()]);
+        }
+        crate::common::run_oracle(theirs.path(), &oracle_flags);
+        for subdir in &subdirs {
+            let read = |root: &std::path::Path| {
+                fs::read_to_string(root.join(subdir).join("index.html"))
+                    .unwrap_or_else(|e| panic!("{name}/{subdir}/index.html: {e}"))
+            };
+            let (expected, got) = (read(theirs.path()), read(ours.path()));
+            assert_same_bytes(
+                &format!("{name}/{subdir}/index.html"),
+                mask_html_times(&expected).as_bytes(),
+                mask_html_times(&got).as_bytes(),
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared >= 20, "only {compared} compared");
+
+    let (channel, _) = fixture_channel("rattler");
+    let output = index(channel.path(), &["--index-html"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let before = common::snapshot(channel.path());
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let output = index(channel.path(), &["--index-html"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(common::snapshot(channel.path()), before);
+}
