@@ -149,6 +149,21 @@ pub struct ServeArgs {
     #[arg(long, env = "AUH_SHARD_RETENTION", value_name = "SECONDS",
           default_value_t = crate::index::DEFAULT_SHARD_RETENTION.as_secs())]
     shard_retention: u64,
+    /// Also keep current_repodata.json current (as `index --current-repodata`).
+    #[arg(long, env = "AUH_CURRENT_REPODATA")]
+    current_repodata: bool,
+    /// Versions current_repodata.json keeps besides the newest (YAML).
+    #[arg(short = 'm', long, env = "AUH_CURRENT_INDEX_VERSIONS_FILE", value_name = "FILE")]
+    current_index_versions_file: Option<PathBuf>,
+    /// Also keep channeldata.json and rss.xml current (as `index --channeldata`).
+    #[arg(long, env = "AUH_CHANNELDATA")]
+    channeldata: bool,
+    /// With --channeldata, do not write rss.xml.
+    #[arg(long, env = "AUH_NO_RSS")]
+    no_rss: bool,
+    /// Also keep each subdir's index.html current (as `index --index-html`).
+    #[arg(long, env = "AUH_INDEX_HTML")]
+    index_html: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -245,6 +260,13 @@ impl ServeArgs {
                     python: self.python.clone(),
                     base_url: self.base_url.clone(),
                     shard_retention: Duration::from_secs(retention),
+                    current_repodata: self.current_repodata,
+                    current_index_versions: self.current_index_versions_file.clone(),
+                    channeldata: self.channeldata,
+                    rss: !self.no_rss,
+                    index_html: self.index_html,
+                    // rss.xml and index.html name the channel as its URLs do.
+                    channel_name: self.channel_name.clone(),
                     ..IndexOptions::default()
                 };
                 options.validate()?;

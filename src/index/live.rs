@@ -40,6 +40,9 @@ pub struct LiveIndex {
     options: IndexOptions,
     /// The patches and pins every update applies (its `now` is unused).
     run: outputs::Run,
+    /// Held while the channel root's files (channeldata.json, rss.xml)
+    /// are rewritten.
+    root: Mutex<()>,
     subdirs: Mutex<BTreeMap<String, Arc<Subdir>>>,
     caches: CacheWriter,
 }
@@ -103,7 +106,9 @@ impl LiveIndex {
         options: IndexOptions,
     ) -> Result<(Self, IndexSummary), IndexError> {
         let run = outputs::Run::new(&options)?;
-        let (summary, indexed) = index_subdirs(&storage, &options, &run)?;
+        let (mut summary, indexed) = index_subdirs(&storage, &options, &run)?;
+        summary.files_written += outputs::channel::write(&storage, &indexed, &options, run.now)
+            .map_err(|e| IndexError::io("writing channeldata.json", e))?;
         let subdirs = indexed
             .into_iter()
             .map(|index| {
@@ -116,6 +121,7 @@ impl LiveIndex {
             storage,
             options,
             run,
+            root: Mutex::new(()),
             subdirs: Mutex::new(subdirs),
             caches,
         };
@@ -339,10 +345,35 @@ impl LiveIndex {
             file.install(&names)?;
         }
         self.storage.sync_dir(subdir)?;
+        if self.options.index_html && self.options.write_monolithic {
+            let name = outputs::channel::channel_name(&self.storage, &self.options);
+            outputs::html::write(&self.storage, subdir, &name, self.options.bz2, SystemTime::now())?;
+        }
+        if self.options.channeldata {
+            self.write_root()?;
+        }
         if patch_file.is_some() {
             lock(&slot.state).patch_file = patch_file;
         }
         Ok((maps, shard_state, expired, bytes))
+    }
+
+    /// Rewrites channeldata.json and rss.xml from every subdir, as a fresh
+    /// `index --channeldata` would.
+    fn write_root(&self) -> io::Result<()> {
+        let _root = lock(&self.root);
+        let slots: Vec<Arc<Subdir>> = lock(&self.subdirs).values().cloned().collect();
+        // Copies of the listings: no subdir stays locked while writing.
+        let listings: Vec<crate::repodata::SubdirRepodata> = slots
+            .iter()
+            .map(|slot| lock(&slot.state).repodata.clone())
+            .collect();
+        let refs: Vec<&crate::repodata::SubdirRepodata> = listings.iter().collect();
+        let files = outputs::channel::plan(&self.storage, &refs, &self.options, SystemTime::now())?;
+        if !files.is_empty() {
+            self.storage.write_atomic_all(&files, &[])?;
+        }
+        Ok(())
     }
 
     fn slot(&self, subdir: &str) -> io::Result<Arc<Subdir>> {

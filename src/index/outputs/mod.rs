@@ -10,7 +10,7 @@
 
 pub(crate) mod channel;
 pub(crate) mod current;
-mod html;
+pub(crate) mod html;
 mod monolithic;
 pub(crate) mod patches;
 pub(crate) mod shards;
