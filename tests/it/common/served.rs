@@ -28,6 +28,17 @@ pub struct Served {
 impl Served {
     /// Starts the binary with `args` in `cwd` and waits until it serves.
     pub fn start<S: AsRef<std::ffi::OsStr>>(cwd: &Path, args: &[S], env: &[(&str, &str)]) -> Self {
+        Self::start_within(cwd, args, env, Duration::from_secs(60))
+    }
+
+    /// [`Served::start`], waiting up to `limit` for it to serve (a large
+    /// channel's start-up indexes it).
+    pub fn start_within<S: AsRef<std::ffi::OsStr>>(
+        cwd: &Path,
+        args: &[S],
+        env: &[(&str, &str)],
+        limit: Duration,
+    ) -> Self {
         #[allow(clippy::zombie_processes)] // Drop kills and waits for it
         let mut child = Command::new(super::bin())
             .args(args)
@@ -63,7 +74,7 @@ impl Served {
             }
         });
         let mut banner = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok(line) = seen.recv_timeout(left) else {
