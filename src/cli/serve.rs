@@ -171,7 +171,12 @@ pub struct ServeArgs {
     #[arg(long, env = "AUH_CURRENT_REPODATA")]
     current_repodata: bool,
     /// Versions current_repodata.json keeps besides the newest (YAML).
-    #[arg(short = 'm', long, env = "AUH_CURRENT_INDEX_VERSIONS_FILE", value_name = "FILE")]
+    #[arg(
+        short = 'm',
+        long,
+        env = "AUH_CURRENT_INDEX_VERSIONS_FILE",
+        value_name = "FILE"
+    )]
     current_index_versions_file: Option<PathBuf>,
     /// Also keep channeldata.json and rss.xml current (as `index --channeldata`).
     #[arg(long, env = "AUH_CHANNELDATA")]

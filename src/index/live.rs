@@ -39,7 +39,7 @@ pub struct LiveIndex {
     storage: LocalFs,
     options: IndexOptions,
     /// The patches and pins every update applies (its `now` is unused).
-    run: outputs::Run,
+    run: Box<outputs::Run>,
     /// Held while the channel root's files (channeldata.json, rss.xml)
     /// are rewritten.
     root: Mutex<()>,
@@ -120,7 +120,7 @@ impl LiveIndex {
         let live = Self {
             storage,
             options,
-            run,
+            run: Box::new(run),
             root: Mutex::new(()),
             subdirs: Mutex::new(subdirs),
             caches,
@@ -347,7 +347,13 @@ impl LiveIndex {
         self.storage.sync_dir(subdir)?;
         if self.options.index_html && self.options.write_monolithic {
             let name = outputs::channel::channel_name(&self.storage, &self.options);
-            outputs::html::write(&self.storage, subdir, &name, self.options.bz2, SystemTime::now())?;
+            outputs::html::write(
+                &self.storage,
+                subdir,
+                &name,
+                self.options.bz2,
+                SystemTime::now(),
+            )?;
         }
         if self.options.channeldata {
             self.write_root()?;

@@ -90,9 +90,9 @@ impl IndexOptions {
                 ("--run-exports", self.run_exports),
                 ("--channeldata", self.channeldata),
             ]
-                .into_iter()
-                .filter_map(|(flag, set)| set.then_some(flag))
-                .collect();
+            .into_iter()
+            .filter_map(|(flag, set)| set.then_some(flag))
+            .collect();
             if !conflicting.is_empty() {
                 return Err(IndexError::Conflicting(conflicting.join(", ")));
             }

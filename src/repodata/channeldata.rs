@@ -139,11 +139,12 @@ fn post_install(paths_json: Option<&[u8]>) -> Map<String, Value> {
 fn clear_newlines(data: &mut Map<String, Value>, key: &str) {
     let joined = match data.get(key) {
         Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(items)) => match items.iter().map(Value::as_str).collect::<Option<Vec<_>>>()
-        {
-            Some(parts) => parts.concat(),
-            None => return,
-        },
+        Some(Value::Array(items)) => {
+            match items.iter().map(Value::as_str).collect::<Option<Vec<_>>>() {
+                Some(parts) => parts.concat(),
+                None => return,
+            }
+        }
         _ => return,
     };
     data.insert(key.into(), Value::String(joined.trim().replace('\n', " ")));
@@ -154,14 +155,23 @@ fn clear_newlines(data: &mut Map<String, Value>, key: &str) {
 /// reads the recipe as `{}`.
 fn unsafe_yaml_tag(text: &str) -> bool {
     const SAFE: [&str; 12] = [
-        "!!str", "!!int", "!!float", "!!bool", "!!null", "!!map", "!!seq", "!!set", "!!binary",
-        "!!timestamp", "!!omap", "!!pairs",
+        "!!str",
+        "!!int",
+        "!!float",
+        "!!bool",
+        "!!null",
+        "!!map",
+        "!!seq",
+        "!!set",
+        "!!binary",
+        "!!timestamp",
+        "!!omap",
+        "!!pairs",
     ];
     let bytes = text.as_bytes();
     text.match_indices('!').any(|(i, _)| {
         let before = i.checked_sub(1).and_then(|j| bytes.get(j).copied());
-        let starts_tag = before.is_none_or(|b| b" \t\n\r[{,".contains(&b))
-            && before != Some(b'!');
+        let starts_tag = before.is_none_or(|b| b" \t\n\r[{,".contains(&b)) && before != Some(b'!');
         if !starts_tag {
             return false;
         }
@@ -298,11 +308,18 @@ impl ChannelData {
                 continue;
             };
             let key = (name.to_string(), version.to_string());
-            let ts = record.get("timestamp").and_then(Value::as_f64).unwrap_or(0.0);
+            let ts = record
+                .get("timestamp")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0);
             match group_at.get(&key) {
                 Some(&i) => {
                     if let Some(slot) = groups.get_mut(i) {
-                        let old = slot.1.get("timestamp").and_then(Value::as_f64).unwrap_or(0.0);
+                        let old = slot
+                            .1
+                            .get("timestamp")
+                            .and_then(Value::as_f64)
+                            .unwrap_or(0.0);
                         if old < ts {
                             *slot = (file_name, record);
                         }
@@ -366,7 +383,11 @@ impl ChannelData {
         let mut subdirs: BTreeSet<String> = entry
             .get("subdirs")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
         subdirs.insert(subdir.to_owned());
         entry.insert(

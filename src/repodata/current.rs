@@ -190,7 +190,11 @@ impl<'a> Resolve<'a> {
     fn find_matches(&self, spec: &MatchSpec) -> Vec<&'a Rec> {
         let candidates: Vec<&'a Rec> = match spec.exact_name() {
             Some(name) => self.group(name).to_vec(),
-            None => self.groups.iter().flat_map(|(_, g)| g.iter().copied()).collect(),
+            None => self
+                .groups
+                .iter()
+                .flat_map(|(_, g)| g.iter().copied())
+                .collect(),
         };
         candidates
             .into_iter()
@@ -260,7 +264,9 @@ fn flatten<'a>(groups: &Groups<'a>) -> Vec<&'a Rec> {
 fn newest_with_pins<'a>(all: &Resolve<'a>, pins: &Pins) -> Vec<&'a Rec> {
     let mut groups: Groups = Vec::new();
     for (name, group) in &all.groups {
-        let Some(newest) = group.first() else { continue };
+        let Some(newest) = group.first() else {
+            continue;
+        };
         add_to(&mut groups, name, &all.same_version(name, &newest.version));
         for pin in pins.get(name).into_iter().flatten() {
             if let Some(pinned) = all.same_version(name, pin).first() {
@@ -281,7 +287,10 @@ fn add_missing_deps<'a>(new: &Resolve<'a>, all: &Resolve<'a>) -> Vec<&'a Rec> {
                     continue;
                 }
                 let Ok(spec) = MatchSpec::parse(dep) else {
-                    tracing::warn!("current_repodata: {} depends on {dep:?}, not a match spec", rec.file_name);
+                    tracing::warn!(
+                        "current_repodata: {} depends on {dep:?}, not a match spec",
+                        rec.file_name
+                    );
                     continue;
                 };
                 if !new.find_matches(&spec).is_empty() {
@@ -289,7 +298,11 @@ fn add_missing_deps<'a>(new: &Resolve<'a>, all: &Resolve<'a>) -> Vec<&'a Rec> {
                 }
                 if let Some(best) = all.find_matches(&spec).first() {
                     let name = spec.name.clone();
-                    add_to(&mut expanded, &name, &all.same_version(&name, &best.version));
+                    add_to(
+                        &mut expanded,
+                        &name,
+                        &all.same_version(&name, &best.version),
+                    );
                 }
             }
         }
@@ -303,9 +316,14 @@ fn add_previous_for_features<'a>(new: &Resolve<'a>, all: &Resolve<'a>) -> Vec<&'
         if !group.iter().any(|r| r.has_features) {
             continue;
         }
-        let Some(latest) = group.first() else { continue };
+        let Some(latest) = group.first() else {
+            continue;
+        };
         let keep = all.group(name).iter().find(|r| {
-            !r.has_features && latest.order.is_some() && r.order.is_some() && r.order <= latest.order
+            !r.has_features
+                && latest.order.is_some()
+                && r.order.is_some()
+                && r.order <= latest.order
         });
         if let Some(keep) = keep {
             // `{keep_m} | set(...)`: the kept record comes first.

@@ -115,17 +115,28 @@ fn bracket_pairs(inner: &str) -> Vec<(String, String)> {
     let mut pairs = Vec::new();
     let mut rest = inner;
     while let Some(eq) = rest.find('=') {
-        let key = rest.get(..eq).unwrap_or("").trim().trim_start_matches(',').trim();
+        let key = rest
+            .get(..eq)
+            .unwrap_or("")
+            .trim()
+            .trim_start_matches(',')
+            .trim();
         let after = rest.get(eq + 1..).unwrap_or("");
         let (value, next) = match after.chars().next() {
             Some(q @ ('"' | '\'')) => {
                 let body = after.get(1..).unwrap_or("");
                 let end = body.find(q).unwrap_or(body.len());
-                (body.get(..end).unwrap_or(""), body.get(end + 1..).unwrap_or(""))
+                (
+                    body.get(..end).unwrap_or(""),
+                    body.get(end + 1..).unwrap_or(""),
+                )
             }
             _ => {
                 let end = after.find([',', ' ']).unwrap_or(after.len());
-                (after.get(..end).unwrap_or(""), after.get(end..).unwrap_or(""))
+                (
+                    after.get(..end).unwrap_or(""),
+                    after.get(end..).unwrap_or(""),
+                )
             }
         };
         pairs.push((key.to_owned(), value.to_owned()));
@@ -167,14 +178,20 @@ impl MatchSpec {
         }
         // channel::name or namespace:name
         let text = text.rsplit(':').next().unwrap_or(&text).to_owned();
-        let name_end = text.find([' ', '=', '<', '>', '!', '~']).unwrap_or(text.len());
+        let name_end = text
+            .find([' ', '=', '<', '>', '!', '~'])
+            .unwrap_or(text.len());
         let name = text.get(..name_end).unwrap_or("");
         if name.is_empty() {
             return Err(InvalidMatchSpec::NoName(original.to_owned()));
         }
         // `([><!=~ ].+)?`: one character alone after the name is ignored.
         let rest = text.get(name_end..).unwrap_or("");
-        let rest = if rest.chars().count() < 2 { "" } else { rest.trim() };
+        let rest = if rest.chars().count() < 2 {
+            ""
+        } else {
+            rest.trim()
+        };
         let (mut version, mut build) = (None, None);
         if !rest.is_empty() {
             if rest.contains('[') {

@@ -15,8 +15,8 @@ mod rss;
 pub mod shards;
 mod subdir;
 pub mod tree;
-pub mod version;
 mod upload;
+pub mod version;
 
 pub use json::{to_python_json, JsonStyle};
 pub use names::{DistName, FileNameError, GrammarError, PackageFileName, Subdir, SubdirError};

@@ -18,7 +18,9 @@ fn iso822(t: i64) -> String {
             DAYS.get(usize::from(d.weekday().number_days_from_monday()))
                 .unwrap_or(&"Mon"),
             d.day(),
-            MONTHS.get(usize::from(u8::from(d.month())) - 1).unwrap_or(&"Jan"),
+            MONTHS
+                .get(usize::from(u8::from(d.month())) - 1)
+                .unwrap_or(&"Jan"),
             d.year(),
             d.hour(),
             d.minute(),
@@ -62,8 +64,13 @@ fn element(out: &mut String, indent: &str, tag: &str, text: &str) {
     out.push_str(&format!("{indent}<{tag}>{}</{tag}>\n", escape(text)));
 }
 
-pub(super) fn render(channel_name: &str, packages: &[(String, Map<String, Value>)], now: i64) -> String {
-    let timestamp = |p: &Map<String, Value>| p.get("timestamp").and_then(Value::as_i64).unwrap_or(0);
+pub(super) fn render(
+    channel_name: &str,
+    packages: &[(String, Map<String, Value>)],
+    now: i64,
+) -> String {
+    let timestamp =
+        |p: &Map<String, Value>| p.get("timestamp").and_then(Value::as_i64).unwrap_or(0);
     let mut recent: Vec<&(String, Map<String, Value>)> = packages.iter().collect();
     recent.sort_by_key(|(_, p)| std::cmp::Reverse(timestamp(p)));
     recent.truncate(MAX_ITEMS);
@@ -74,7 +81,10 @@ pub(super) fn render(channel_name: &str, packages: &[(String, Map<String, Value>
         ("link", format!("https://conda.anaconda.org/{channel_name}")),
         (
             "description",
-            format!("The most recent {} updates for {channel_name}.", recent.len()),
+            format!(
+                "The most recent {} updates for {channel_name}.",
+                recent.len()
+            ),
         ),
         ("pubDate", date.clone()),
         ("lastBuildDate", date),
@@ -96,13 +106,36 @@ pub(super) fn render(channel_name: &str, packages: &[(String, Map<String, Value>
             .and_then(get)
             .map_or("No description.".into(), python_str);
         let fields = [
-            ("title", Some(format!("{name} {version} [{}]", subdirs.join(", ")))),
+            (
+                "title",
+                Some(format!("{name} {version} [{}]", subdirs.join(", "))),
+            ),
             ("description", Some(description)),
-            ("link", truthy(get("doc_url")).then(|| get("doc_url").map(python_str)).flatten()),
-            ("comments", truthy(get("dev_url")).then(|| get("dev_url").map(python_str)).flatten()),
-            ("guid", truthy(get("source_url")).then(|| get("source_url").map(python_str)).flatten()),
+            (
+                "link",
+                truthy(get("doc_url"))
+                    .then(|| get("doc_url").map(python_str))
+                    .flatten(),
+            ),
+            (
+                "comments",
+                truthy(get("dev_url"))
+                    .then(|| get("dev_url").map(python_str))
+                    .flatten(),
+            ),
+            (
+                "guid",
+                truthy(get("source_url"))
+                    .then(|| get("source_url").map(python_str))
+                    .flatten(),
+            ),
             ("pubDate", Some(iso822(timestamp(package)))),
-            ("source", truthy(get("home")).then(|| get("home").map(python_str)).flatten()),
+            (
+                "source",
+                truthy(get("home"))
+                    .then(|| get("home").map(python_str))
+                    .flatten(),
+            ),
         ];
         out.push_str("    <item>\n");
         for (tag, text) in fields {

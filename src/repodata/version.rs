@@ -85,14 +85,20 @@ pub struct VersionOrder {
 /// pair compared part by part with 0 filling the shorter one.
 fn lists_eq(a: &[Component], b: &[Component]) -> bool {
     (0..a.len().max(b.len())).all(|i| {
-        let (x, y) = (a.get(i).map_or(&[][..], |c| c), b.get(i).map_or(&[][..], |c| c));
+        let (x, y) = (
+            a.get(i).map_or(&[][..], |c| c),
+            b.get(i).map_or(&[][..], |c| c),
+        );
         (0..x.len().max(y.len())).all(|j| x.get(j).unwrap_or(&ZERO) == y.get(j).unwrap_or(&ZERO))
     })
 }
 
 fn lists_cmp(a: &[Component], b: &[Component]) -> Ordering {
     for i in 0..a.len().max(b.len()) {
-        let (x, y) = (a.get(i).map_or(&[][..], |c| c), b.get(i).map_or(&[][..], |c| c));
+        let (x, y) = (
+            a.get(i).map_or(&[][..], |c| c),
+            b.get(i).map_or(&[][..], |c| c),
+        );
         for j in 0..x.len().max(y.len()) {
             let ordering = cmp_parts(x.get(j).unwrap_or(&ZERO), y.get(j).unwrap_or(&ZERO));
             if ordering != Ordering::Equal {
@@ -206,14 +212,21 @@ impl VersionOrder {
         // versions: `1.0.1_` sorts after `1.0.1a`'s scheme).
         let mut pieces: Vec<String> = match main.strip_suffix('_') {
             Some(stem) => {
-                let mut pieces: Vec<String> =
-                    stem.replace('_', ".").split('.').map(str::to_owned).collect();
+                let mut pieces: Vec<String> = stem
+                    .replace('_', ".")
+                    .split('.')
+                    .map(str::to_owned)
+                    .collect();
                 if let Some(last) = pieces.last_mut() {
                     last.push('_');
                 }
                 pieces
             }
-            None => main.replace('_', ".").split('.').map(str::to_owned).collect(),
+            None => main
+                .replace('_', ".")
+                .split('.')
+                .map(str::to_owned)
+                .collect(),
         };
         pieces.insert(0, epoch.to_owned());
         Ok(Self {
@@ -282,8 +295,7 @@ impl PartialOrd for VersionOrder {
 
 impl Ord for VersionOrder {
     fn cmp(&self, other: &Self) -> Ordering {
-        lists_cmp(&self.version, &other.version)
-            .then_with(|| lists_cmp(&self.local, &other.local))
+        lists_cmp(&self.version, &other.version).then_with(|| lists_cmp(&self.local, &other.local))
     }
 }
 
@@ -435,7 +447,10 @@ impl VersionSpec {
         };
         if first == '^' || last == '$' {
             if first != '^' || last != '$' {
-                return Err(invalid(spec, "regex specs must start with '^' and end with '$'"));
+                return Err(invalid(
+                    spec,
+                    "regex specs must start with '^' and end with '$'",
+                ));
             }
             return regex::Regex::new(spec)
                 .map(Self::Regex)

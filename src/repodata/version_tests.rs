@@ -83,7 +83,9 @@ fn version_order() {
         assert_eq!(vo(v).to_string(), v.to_lowercase().replace('-', "_"));
     }
     assert_eq!(vo("0.4.1.rc"), vo("  0.4.1.RC  "));
-    for bad in ["", "  ", "3.5&1", "5.5++", "5.5..mw", "!", "a!1.0", "a!b!1.0"] {
+    for bad in [
+        "", "  ", "3.5&1", "5.5++", "5.5..mw", "!", "a!1.0", "a!b!1.0",
+    ] {
         assert!(VersionOrder::parse(bad).is_err(), "{bad:?}");
     }
     assert_eq!(vo("  0.4.rc  "), vo("0.4.RC"));

@@ -72,7 +72,10 @@ fn pins_keep_older_versions_and_turning_it_off_removes_the_files() {
     assert!(output.status.success(), "{}", stderr(&output));
     let newest = fs::read_to_string(noarch.join(CURRENT)).unwrap();
     assert!(newest.contains("another_dependent-2.0-0.conda"), "{newest}");
-    assert!(!newest.contains("another_dependent-1.0-0.conda"), "{newest}");
+    assert!(
+        !newest.contains("another_dependent-1.0-0.conda"),
+        "{newest}"
+    );
 
     let pins = channel.path().join("pins.yaml");
     fs::write(&pins, "another_dependent:\n  - 1.0\n").unwrap();
@@ -90,14 +93,18 @@ fn pins_keep_older_versions_and_turning_it_off_removes_the_files() {
     let pinned = fs::read_to_string(noarch.join(CURRENT)).unwrap();
     assert!(pinned.contains("another_dependent-1.0-0.conda"), "{pinned}");
     assert!(pinned.contains("another_dependent-2.0-0.conda"), "{pinned}");
-    let zst = zstd::decode_all(&fs::read(noarch.join("current_repodata.json.zst")).unwrap()[..])
-        .unwrap();
+    let zst =
+        zstd::decode_all(&fs::read(noarch.join("current_repodata.json.zst")).unwrap()[..]).unwrap();
     assert_eq!(zst, pinned.as_bytes());
     assert!(noarch.join("current_repodata.json.bz2").exists());
 
     let output = index(channel.path(), &[]);
     assert!(output.status.success(), "{}", stderr(&output));
-    for file in [CURRENT, "current_repodata.json.zst", "current_repodata.json.bz2"] {
+    for file in [
+        CURRENT,
+        "current_repodata.json.zst",
+        "current_repodata.json.bz2",
+    ] {
         assert!(!noarch.join(file).exists(), "{file} left behind");
     }
 }
@@ -172,7 +179,9 @@ fn channeldata_and_rss_equal_the_goldens_on_every_fixture_channel() {
         // temporary one.
         let mut flags = vec!["--channeldata", "--run-exports", "-n", name.as_str()];
         if name == "conda-verify" {
-            flags.extend(["--subdir", "linux-64", "--subdir", "noarch", "--subdir", "win-64"]);
+            flags.extend([
+                "--subdir", "linux-64", "--subdir", "noarch", "--subdir", "win-64",
+            ]);
         }
         let output = index(channel.path(), &flags);
         assert!(
@@ -202,16 +211,28 @@ fn channeldata_and_rss_equal_the_goldens_on_every_fixture_channel() {
 fn channeldata_reruns_rss_flags_and_refusal() {
     let channel = common::channel_copy("rattler");
     let output = index(channel.path(), &["--channeldata", "--no-rss", "-n", "mine"]);
-    assert!(matches!(output.status.code(), Some(0 | 2)), "{}", stderr(&output));
+    assert!(
+        matches!(output.status.code(), Some(0 | 2)),
+        "{}",
+        stderr(&output)
+    );
     assert!(channel.path().join("channeldata.json").exists());
     assert!(!channel.path().join("rss.xml").exists());
     let output = index(channel.path(), &["--channeldata", "-n", "mine"]);
-    assert!(matches!(output.status.code(), Some(0 | 2)), "{}", stderr(&output));
+    assert!(
+        matches!(output.status.code(), Some(0 | 2)),
+        "{}",
+        stderr(&output)
+    );
     let rss = fs::read_to_string(channel.path().join("rss.xml")).unwrap();
     assert!(rss.contains("<title>anaconda.org/mine</title>"), "{rss}");
     let before = common::snapshot(channel.path());
     let output = index(channel.path(), &["--channeldata", "-n", "mine"]);
-    assert!(matches!(output.status.code(), Some(0 | 2)), "{}", stderr(&output));
+    assert!(
+        matches!(output.status.code(), Some(0 | 2)),
+        "{}",
+        stderr(&output)
+    );
     assert_eq!(common::snapshot(channel.path()), before);
 
     let output = index(
@@ -263,7 +284,11 @@ fn index_html_equals_conda_index_on_every_fixture_channel() {
         let mut our_flags = flags.clone();
         our_flags.push("--index-html");
         let output = index(ours.path(), &our_flags);
-        assert!(matches!(output.status.code(), Some(0 | 2)), "{name}: {}", stderr(&output));
+        assert!(
+            matches!(output.status.code(), Some(0 | 2)),
+            "{name}: {}",
+            stderr(&output)
+        );
         let mut oracle_flags = flags.clone();
         for subdir in &subdirs {
             oracle_flags.extend(["--subdir", subdir.as_str()]);

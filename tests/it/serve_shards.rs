@@ -160,10 +160,22 @@ fn serve_keeps_current_repodata_channeldata_and_index_html_current() {
     let client = crate::common::served::client_trusting(&cert);
     for package in PACKAGES {
         let (name, bytes) = fixture(package);
-        assert_eq!(post(&client, &served.url, TOKEN, (name.clone(), bytes)), 201, "{name}");
+        assert_eq!(
+            post(&client, &served.url, TOKEN, (name.clone(), bytes)),
+            201,
+            "{name}"
+        );
     }
-    assert_eq!(delete(&client, &served.url, "noarch", "versioned-2.0-0.conda"), 200);
-    for file in ["channeldata.json", "rss.xml", "noarch/index.html", "noarch/current_repodata.json"] {
+    assert_eq!(
+        delete(&client, &served.url, "noarch", "versioned-2.0-0.conda"),
+        200
+    );
+    for file in [
+        "channeldata.json",
+        "rss.xml",
+        "noarch/index.html",
+        "noarch/current_repodata.json",
+    ] {
         assert!(channel.join(file).exists(), "{file} missing after uploads");
     }
     let channeldata = fs::read_to_string(channel.join("channeldata.json")).unwrap();

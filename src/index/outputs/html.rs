@@ -40,7 +40,11 @@ fn human_bytes(n: u64) -> String {
 
 /// The template's `strftime("%Y-%m-%d %H:%M:%S %z")` of Unix seconds.
 fn date(seconds: i64) -> String {
-    let seconds = if seconds > 253_402_300_799 { seconds / 1000 } else { seconds };
+    let seconds = if seconds > 253_402_300_799 {
+        seconds / 1000
+    } else {
+        seconds
+    };
     match time::OffsetDateTime::from_unix_timestamp(seconds) {
         Ok(d) => format!(
             "{:04}-{:02}-{:02} {:02}:{:02}:{:02} +0000",
@@ -65,7 +69,11 @@ struct Row {
 }
 
 fn row(out: &mut String, row: &Row) {
-    let when = row.timestamp.filter(|t| *t != 0).map(date).unwrap_or_default();
+    let when = row
+        .timestamp
+        .filter(|t| *t != 0)
+        .map(date)
+        .unwrap_or_default();
     out.push_str(&format!(
         "    <tr>\n      <td><a href=\"{0}\">{0}</a></td>\n      <td class=\"s\">{1}</td>\n      <td>{2}</td>\n      <td>{3}</td>\n      <td>{4}</td>\n    </tr>",
         row.name, row.size, when, row.sha256, row.md5

@@ -329,7 +329,13 @@ pub(crate) fn write_subdir(
     if let Some(documents) = &plan.monolithic {
         monolithic::add_files(&mut files, storage, subdir, documents, options)?;
     }
-    current::add_files(&mut files, storage, subdir, plan.current.as_deref(), options)?;
+    current::add_files(
+        &mut files,
+        storage,
+        subdir,
+        plan.current.as_deref(),
+        options,
+    )?;
     let (mut new_shards, mut expired, mut shards_now) = (Vec::new(), Vec::new(), None);
     match plan.shards {
         Some(shard_plan) => {
