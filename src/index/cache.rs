@@ -326,7 +326,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = LocalFs::new(dir.path());
         storage.create_dir_all("noarch/.cache").unwrap();
-        let old = br#"{"version":2,"packages":{"a-1-0.conda":{"size":1,"mtime_ns":2,"record":{"name":"a","sha256":"ab"},"run_exports":{}},"b-1-0.conda":{"size":1,"mtime_ns":2,"record":{"name":"b"},"run_exports":{}}}}"#;
+        let old = br#"{"version":3,"packages":{"a-1-0.conda":{"size":1,"mtime_ns":2,"record":{"name":"a","sha256":"ab"},"run_exports":{}},"b-1-0.conda":{"size":1,"mtime_ns":2,"record":{"name":"b"},"run_exports":{}}}}"#;
         storage.write_atomic(&cache_path("noarch"), old).unwrap();
         let loaded = load(&storage, "noarch");
         let Some(Outcome::Indexed(package)) = loaded.get("a-1-0.conda").map(|e| &e.outcome) else {
