@@ -3,7 +3,9 @@
 //!
 //! Access patterns decide the requests:
 //! - reading from the start (a `.tar.bz2`, or the digest pass over any
-//!   package) opens one streaming GET to the end, consumed as it arrives;
+//!   package) opens one streaming GET to the end, consumed as it arrives
+//!   (after a jump, the first block is fetched and the stream opened
+//!   where it ends);
 //! - a jump elsewhere (a `.conda`'s ZIP directory at the end, then its
 //!   info member) fetches a block around it; a read that runs on past a
 //!   block fetches the next one, twice as large each time;
@@ -188,7 +190,13 @@ impl Read for RangedReader {
                     let running_on = self.last_end == Some(self.pos);
                     if self.size <= BLOCK {
                         self.fetch_block(self.size)?;
-                    } else if self.pos == 0 {
+                    } else if self.pos == 0 && self.last_end.is_none() {
+                        self.open_stream()?;
+                    } else if running_on && self.pos == BLOCK && self.next_block == BLOCK {
+                        // A pass from the start that ran past the first
+                        // block (which a look at the first local header
+                        // fetched, issue 12's layout check) reads the whole
+                        // file: stream the rest.
                         self.open_stream()?;
                     } else if running_on {
                         self.next_block = (self.next_block * 2).min(MAX_BLOCK);
