@@ -162,6 +162,7 @@ fn big_subdir(n: usize) -> SubdirRepodata {
                 sha256,
                 name: Some(name.to_owned()),
                 shard_record: None,
+                channeldata: String::new(),
             },
         );
     }

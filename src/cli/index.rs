@@ -99,6 +99,30 @@ pub struct IndexArgs {
     /// directory's name).
     #[arg(short = 'n', long, value_name = "NAME")]
     channel_name: Option<String>,
+    /// Also write current_repodata.json per subdir: the newest version of
+    /// every package and what it needs (conda's classic solver reads it).
+    #[arg(long, overrides_with = "no_current_repodata")]
+    current_repodata: bool,
+    #[arg(long, hide = true)]
+    no_current_repodata: bool,
+    /// YAML file of versions current_repodata.json keeps besides the
+    /// newest, e.g. `python: [3.8, 3.9]`.
+    #[arg(short = 'm', long, value_name = "FILE")]
+    current_index_versions_file: Option<PathBuf>,
+    /// Also write channeldata.json (and rss.xml) at the channel root.
+    #[arg(long, overrides_with = "no_channeldata")]
+    channeldata: bool,
+    #[arg(long, hide = true)]
+    no_channeldata: bool,
+    /// Do not write rss.xml with --channeldata.
+    #[arg(long, overrides_with = "rss")]
+    no_rss: bool,
+    #[arg(long, hide = true)]
+    rss: bool,
+    /// Also write index.html per subdir (a file listing, as conda-index
+    /// writes it; off by default: its time stamp would change every run).
+    #[arg(long)]
+    index_html: bool,
     /// Seconds a shard no index refers to any more is kept (clients may
     /// still hold an index that names it).
     #[arg(long, value_name = "SECONDS", default_value_t = crate::index::DEFAULT_SHARD_RETENTION.as_secs())]
@@ -150,6 +174,11 @@ fn run_native(args: &IndexArgs) -> anyhow::Result<ExitCode> {
         update_only: args.update_only,
         channel_name: args.channel_name.clone(),
         shard_retention: std::time::Duration::from_secs(args.shard_retention),
+        current_repodata: args.current_repodata,
+        current_index_versions: args.current_index_versions_file.clone(),
+        channeldata: args.channeldata,
+        rss: !args.no_rss,
+        index_html: args.index_html,
         ..IndexOptions::default()
     };
     options.validate()?;

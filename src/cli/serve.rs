@@ -187,6 +187,26 @@ pub struct ServeArgs {
     /// directory).
     #[arg(long, env = "AUH_STATE_DIR", value_name = "PATH")]
     state_dir: Option<PathBuf>,
+    /// Also keep current_repodata.json current (as `index --current-repodata`).
+    #[arg(long, env = "AUH_CURRENT_REPODATA")]
+    current_repodata: bool,
+    /// Versions current_repodata.json keeps besides the newest (YAML).
+    #[arg(
+        short = 'm',
+        long,
+        env = "AUH_CURRENT_INDEX_VERSIONS_FILE",
+        value_name = "FILE"
+    )]
+    current_index_versions_file: Option<PathBuf>,
+    /// Also keep channeldata.json and rss.xml current (as `index --channeldata`).
+    #[arg(long, env = "AUH_CHANNELDATA")]
+    channeldata: bool,
+    /// With --channeldata, do not write rss.xml.
+    #[arg(long, env = "AUH_NO_RSS")]
+    no_rss: bool,
+    /// Also keep each subdir's index.html current (as `index --index-html`).
+    #[arg(long, env = "AUH_INDEX_HTML")]
+    index_html: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -305,9 +325,17 @@ impl ServeArgs {
                         .clone()
                         .or_else(|| self.public_url.clone().filter(|_| bucket.is_some())),
                     shard_retention: Duration::from_secs(retention),
+                    current_repodata: self.current_repodata,
+                    current_index_versions: self.current_index_versions_file.clone(),
+                    channeldata: self.channeldata,
+                    rss: !self.no_rss,
+                    index_html: self.index_html,
+                    // rss.xml and index.html name the channel as its URLs do.
+                    channel_name: self.channel_name.clone(),
                     ..IndexOptions::default()
                 };
                 options.validate()?;
+                refuse_bucket_extras(bucket.is_some(), &options)?;
                 Indexer::Native(options)
             }
             IndexerFlag::Conda => Indexer::Conda(CondaIndexer {
@@ -496,4 +524,28 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
+}
+
+/// The root files (channeldata.json, rss.xml) and the per-subdir extras
+/// are rewritten from one server's view; on a bucket several servers
+/// write, and only repodata.json and its derived files are committed with
+/// If-Match. Until those are too, refuse rather than let them go backwards.
+fn refuse_bucket_extras(bucket: bool, options: &IndexOptions) -> anyhow::Result<()> {
+    let extras: Vec<&str> = [
+        ("--current-repodata", options.current_repodata),
+        ("--channeldata", options.channeldata),
+        ("--index-html", options.index_html),
+    ]
+    .into_iter()
+    .filter_map(|(flag, set)| set.then_some(flag))
+    .collect();
+    if bucket && !extras.is_empty() {
+        anyhow::bail!(
+            "{} cannot be used with -d s3://…: several servers commit a bucket's \
+             metadata and only repodata.json (with its copies and shards) is committed \
+             conditionally; run `index --channeldata …` on the bucket instead",
+            extras.join(", ")
+        );
+    }
+    Ok(())
 }

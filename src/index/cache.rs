@@ -19,7 +19,7 @@ use crate::storage::{FileStat, Storage};
 
 /// 2: records also keep the package name and, when needed, their
 /// `index.json` key order (for CEP 16 shards).
-const CACHE_VERSION: u32 = 2;
+const CACHE_VERSION: u32 = 3;
 
 /// Where a subdir's cache file lives, relative to the channel root.
 pub fn cache_path(subdir: &str) -> String {
@@ -108,6 +108,8 @@ struct StoredEntry {
     #[serde(default)]
     shard_record: Option<Box<RawValue>>,
     #[serde(default)]
+    channeldata: Option<Box<RawValue>>,
+    #[serde(default)]
     left_out: Option<String>,
     #[serde(default)]
     listed_in_run_exports: bool,
@@ -184,6 +186,10 @@ pub(crate) fn to_bytes(entries: &BTreeMap<String, CacheEntry>) -> Vec<u8> {
                     out.extend_from_slice(b",\"shard_record\":");
                     out.extend_from_slice(shard_record.as_bytes());
                 }
+                if !package.channeldata.is_empty() {
+                    out.extend_from_slice(b",\"channeldata\":");
+                    out.extend_from_slice(package.channeldata.as_bytes());
+                }
             }
             Outcome::LeftOut(reason) => {
                 out.extend_from_slice(b",\"left_out\":");
@@ -208,6 +214,7 @@ impl CacheEntry {
                     + p.sha256.len()
                     + p.name.as_ref().map_or(0, String::len)
                     + p.shard_record.as_ref().map_or(0, String::len)
+                    + p.channeldata.len()
             }
             Outcome::LeftOut(reason) => reason.message.len(),
         }
@@ -232,6 +239,10 @@ impl StoredEntry {
                     sha256,
                     name: self.name,
                     shard_record: self.shard_record.map(|raw| raw.get().to_owned()),
+                    channeldata: self
+                        .channeldata
+                        .map(|raw| raw.get().to_owned())
+                        .unwrap_or_default(),
                 })
             }
             (None, None, Some(message)) => Outcome::LeftOut(LeftOutReason {
@@ -271,6 +282,7 @@ mod tests {
                     sha256: "ab".into(),
                     name: Some("a".into()),
                     shard_record: Some(r#"{"x":1e+16,"name":"a"}"#.into()),
+                    channeldata: r#"{"summary":"a \u00e9"}"#.into(),
                 }),
             },
         );
@@ -286,6 +298,7 @@ mod tests {
                     sha256: "cd".into(),
                     name: Some("\u{e9}t\u{e9}".into()),
                     shard_record: None,
+                    channeldata: String::new(),
                 }),
             },
         );
@@ -313,7 +326,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = LocalFs::new(dir.path());
         storage.create_dir_all("noarch/.cache").unwrap();
-        let old = br#"{"version":2,"packages":{"a-1-0.conda":{"size":1,"mtime_ns":2,"record":{"name":"a","sha256":"ab"},"run_exports":{}},"b-1-0.conda":{"size":1,"mtime_ns":2,"record":{"name":"b"},"run_exports":{}}}}"#;
+        let old = br#"{"version":3,"packages":{"a-1-0.conda":{"size":1,"mtime_ns":2,"record":{"name":"a","sha256":"ab"},"run_exports":{}},"b-1-0.conda":{"size":1,"mtime_ns":2,"record":{"name":"b"},"run_exports":{}}}}"#;
         storage.write_atomic(&cache_path("noarch"), old).unwrap();
         let loaded = load(&storage, "noarch");
         let Some(Outcome::Indexed(package)) = loaded.get("a-1-0.conda").map(|e| &e.outcome) else {

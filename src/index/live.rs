@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 mod shared;
 
 use super::cache::{self, CacheEntry, Outcome};
-use super::outputs::patches::{PatchSource, PATCH_INSTRUCTIONS};
+use super::outputs::patches::PATCH_INSTRUCTIONS;
 use super::outputs::shards::{state_path, ShardMaps, ShardState};
 use super::outputs::{self, Plan, ShardsBefore};
 use super::{index_subdirs, IndexError, IndexOptions, IndexSummary};
@@ -40,7 +40,11 @@ const CACHE_DELAY: Duration = Duration::from_secs(2);
 pub struct LiveIndex {
     store: ChannelStore,
     options: IndexOptions,
-    patches: Option<PatchSource>,
+    /// The patches and pins every update applies (its `now` is unused).
+    run: Box<outputs::Run>,
+    /// Held while the channel root's files (channeldata.json, rss.xml)
+    /// are rewritten.
+    root: Mutex<()>,
     subdirs: Mutex<BTreeMap<String, Arc<Subdir>>>,
     caches: CacheWriter,
 }
@@ -109,7 +113,11 @@ impl LiveIndex {
         // Several servers write a bucket: its metadata is only ever
         // committed (the caller's first `reconcile`), never overwritten.
         run.defer_writes = matches!(store, ChannelStore::Bucket(_));
-        let (summary, indexed) = index_subdirs(store.storage(), &options, &run)?;
+        let (mut summary, indexed) = index_subdirs(store.storage(), &options, &run)?;
+        if let Some(local) = store.local() {
+            summary.files_written += outputs::channel::write(local, &indexed, &options, run.now)
+                .map_err(|e| IndexError::io("writing channeldata.json", e))?;
+        }
         let subdirs = indexed
             .into_iter()
             .map(|index| {
@@ -121,7 +129,8 @@ impl LiveIndex {
         let live = Self {
             store,
             options,
-            patches: run.patches,
+            run: Box::new(run),
+            root: Mutex::new(()),
             subdirs: Mutex::new(subdirs),
             caches,
         };
@@ -234,7 +243,7 @@ impl LiveIndex {
                 self.storage(),
                 &state.repodata,
                 &self.options,
-                self.patches.as_ref(),
+                &self.run,
                 before,
                 now,
             );
@@ -317,6 +326,15 @@ impl LiveIndex {
                 &self.options,
             )?);
         }
+        if let Some(current) = &plan.current {
+            staged.extend(outputs::stage_json(
+                local,
+                subdir,
+                outputs::current::CURRENT_REPODATA,
+                current,
+                &self.options,
+            )?);
+        }
         let (mut maps, mut shard_state, mut expired) = (None, ShardState::default(), Vec::new());
         if let Some(shards) = plan.shards {
             local.create_all(&shards.write.shards)?;
@@ -346,6 +364,19 @@ impl LiveIndex {
             file.install(&names)?;
         }
         local.sync_dir(subdir)?;
+        if self.options.index_html && self.options.write_monolithic {
+            let name = outputs::channel::channel_name(local, &self.options);
+            outputs::html::write(
+                local,
+                subdir,
+                &name,
+                self.options.bz2,
+                SystemTime::now(),
+            )?;
+        }
+        if self.options.channeldata {
+            self.write_root()?;
+        }
         if patch_file.is_some() {
             lock(&slot.state).patch_file = patch_file;
         }
@@ -409,6 +440,24 @@ impl LiveIndex {
             self.commit(&slot, version, || {})?;
         }
         Ok(added)
+    }
+
+    /// Rewrites channeldata.json and rss.xml from every subdir, as a fresh
+    /// `index --channeldata` would.
+    fn write_root(&self) -> io::Result<()> {
+        let _root = lock(&self.root);
+        let slots: Vec<Arc<Subdir>> = lock(&self.subdirs).values().cloned().collect();
+        // Copies of the listings: no subdir stays locked while writing.
+        let listings: Vec<crate::repodata::SubdirRepodata> = slots
+            .iter()
+            .map(|slot| lock(&slot.state).repodata.clone())
+            .collect();
+        let refs: Vec<&crate::repodata::SubdirRepodata> = listings.iter().collect();
+        let files = outputs::channel::plan(self.storage(), &refs, &self.options, SystemTime::now())?;
+        if !files.is_empty() {
+            self.storage().write_atomic_all(&files, &[])?;
+        }
+        Ok(())
     }
 
     fn slot(&self, subdir: &str) -> io::Result<Arc<Subdir>> {

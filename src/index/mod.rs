@@ -66,6 +66,17 @@ pub struct IndexOptions {
     pub channel_name: Option<String>,
     /// How long a shard that no index refers to is kept.
     pub shard_retention: Duration,
+    /// `--current-repodata`: current_repodata.json per subdir.
+    pub current_repodata: bool,
+    /// `-m/--current-index-versions-file`: versions current_repodata.json
+    /// keeps besides the newest (YAML `{name: [version, ...]}`).
+    pub current_index_versions: Option<PathBuf>,
+    /// `--channeldata`: channeldata.json at the channel root.
+    pub channeldata: bool,
+    /// `--rss/--no-rss`: rss.xml beside channeldata.json (only with it).
+    pub rss: bool,
+    /// `--index-html`: index.html per subdir, as conda-index writes it.
+    pub index_html: bool,
 }
 
 impl IndexOptions {
@@ -74,13 +85,21 @@ impl IndexOptions {
         scan::check_names(&self.subdirs)?;
         if !self.write_monolithic {
             // conda-index's refusal, word for word.
-            let conflicting: Vec<&str> = [("--run-exports", self.run_exports)]
-                .into_iter()
-                .filter_map(|(flag, set)| set.then_some(flag))
-                .collect();
+            let conflicting: Vec<&str> = [
+                ("--current-repodata", self.current_repodata),
+                ("--run-exports", self.run_exports),
+                ("--channeldata", self.channeldata),
+            ]
+            .into_iter()
+            .filter_map(|(flag, set)| set.then_some(flag))
+            .collect();
             if !conflicting.is_empty() {
                 return Err(IndexError::Conflicting(conflicting.join(", ")));
             }
+        }
+        if let Some(path) = &self.current_index_versions {
+            // Read again by the run; refused here before any lock or file.
+            outputs::current::load_pins(path)?;
         }
         if let Some(base_url) = &self.base_url {
             if base_url.is_empty() || base_url.chars().any(char::is_whitespace) {
@@ -110,6 +129,11 @@ impl Default for IndexOptions {
             update_only: false,
             channel_name: None,
             shard_retention: DEFAULT_SHARD_RETENTION,
+            current_repodata: false,
+            current_index_versions: None,
+            channeldata: false,
+            rss: true,
+            index_html: false,
         }
     }
 }
@@ -146,6 +170,8 @@ pub enum IndexError {
     BadBaseUrl(String),
     #[error(transparent)]
     Patch(#[from] PatchSourceError),
+    #[error(transparent)]
+    Pins(#[from] outputs::current::PinsError),
     #[error("{context}")]
     Io {
         context: String,
@@ -179,7 +205,10 @@ pub fn index_channel(
     options: &IndexOptions,
 ) -> Result<IndexSummary, IndexError> {
     let run = outputs::Run::new(options)?;
-    index_subdirs(storage, options, &run).map(|(summary, _)| summary)
+    let (mut summary, indexed) = index_subdirs(storage, options, &run)?;
+    summary.files_written += outputs::channel::write(storage, &indexed, options, run.now)
+        .map_err(|e| IndexError::io("writing channeldata.json", e))?;
+    Ok(summary)
 }
 
 /// One subdir's index as a run left it: what its outputs and cache hold.

@@ -13,15 +13,28 @@ use super::{PackageError, MAX_INFO_MEMBER_BYTES, MAX_SCANNED_BYTES};
 const INDEX_JSON: &str = "info/index.json";
 const RUN_EXPORTS_JSON: &str = "info/run_exports.json";
 
-/// The raw bytes of the info members the index uses. More (`about.json`,
-/// `paths.json`, the recipe) can be added here when channeldata needs them.
+/// The raw bytes of the info members the index uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InfoMembers {
     /// `info/index.json`, always present in a readable package.
     pub index_json: Vec<u8>,
     /// `info/run_exports.json`, present in a minority of packages.
     pub run_exports_json: Option<Vec<u8>>,
+    /// What channeldata.json takes from the rest of `info/`: `about.json`,
+    /// `paths.json` and the recipe (`info/recipe/meta.yaml`, or its
+    /// `.rendered` twin, or `info/meta.yaml`: the first one found).
+    pub about_json: Option<Vec<u8>>,
+    pub paths_json: Option<Vec<u8>>,
+    pub recipe: Option<Vec<u8>>,
 }
+
+const ABOUT_JSON: &str = "info/about.json";
+const PATHS_JSON: &str = "info/paths.json";
+const RECIPES: [&str; 3] = [
+    "info/recipe/meta.yaml",
+    "info/recipe/meta.yaml.rendered",
+    "info/meta.yaml",
+];
 
 /// When to stop walking the tar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +84,9 @@ pub(crate) fn collect<R: Read>(
     Ok(InfoMembers {
         index_json: found.index_json.ok_or(PackageError::MissingIndexJson)?,
         run_exports_json: found.run_exports_json,
+        about_json: found.about_json,
+        paths_json: found.paths_json,
+        recipe: found.recipe,
     })
 }
 
@@ -93,6 +109,9 @@ pub(crate) fn check_every_member<R: Read>(
 struct Found {
     index_json: Option<Vec<u8>>,
     run_exports_json: Option<Vec<u8>>,
+    about_json: Option<Vec<u8>>,
+    paths_json: Option<Vec<u8>>,
+    recipe: Option<Vec<u8>>,
 }
 
 fn scan<R: Read>(tar: R, walk: Walk, rules: &mut MemberRules) -> Result<Found, PackageError> {
@@ -125,15 +144,32 @@ fn scan<R: Read>(tar: R, walk: Walk, rules: &mut MemberRules) -> Result<Found, P
         let small_info_file = name.starts_with(b"info/")
             && matches!(kind, EntryType::Regular | EntryType::Continuous)
             && entry.size() <= MAX_INFO_MEMBER_BYTES;
+        // What channeldata takes from info/ besides: the first copy.
+        let optional = wanted.is_none()
+            && ((name == ABOUT_JSON.as_bytes() && found.about_json.is_none())
+                || (name == PATHS_JSON.as_bytes() && found.paths_json.is_none())
+                || (RECIPES.iter().any(|r| name == r.as_bytes()) && found.recipe.is_none()));
         let content = match wanted {
             Some(member) => Some(read_member(&mut entry, member, walk)?),
             None if walk.strict && small_info_file => {
                 Some(read_member(&mut entry, "an info member", walk)?)
             }
+            None if optional => read_optional(&mut entry, walk)?,
             None => None,
         };
         if walk.strict {
             rules.check_unique(&entry, content.as_deref())?;
+        }
+        if optional {
+            let slot = if name == ABOUT_JSON.as_bytes() {
+                &mut found.about_json
+            } else if name == PATHS_JSON.as_bytes() {
+                &mut found.paths_json
+            } else {
+                &mut found.recipe
+            };
+            *slot = content;
+            continue;
         }
         let (Some(member), Some(content)) = (wanted, content) else {
             continue;
@@ -180,6 +216,26 @@ fn duplicate<R: Read>(entry: &Entry<'_, R>) -> PackageError {
         member: String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
         why: "names a path an earlier member already has (clients install the last copy)",
     }
+}
+
+/// An optional member: one that is not a regular file or is too large is
+/// skipped (channeldata does without it), not a reason to leave the
+/// package out.
+fn read_optional<R: Read>(
+    entry: &mut Entry<'_, R>,
+    walk: Walk,
+) -> Result<Option<Vec<u8>>, PackageError> {
+    let kind = entry.header().entry_type();
+    if !matches!(kind, EntryType::Regular | EntryType::Continuous)
+        || entry.size() > MAX_INFO_MEMBER_BYTES
+    {
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    entry
+        .read_to_end(&mut bytes)
+        .map_err(|e| scan_error(e, walk))?;
+    Ok(Some(bytes))
 }
 
 fn read_member<R: Read>(

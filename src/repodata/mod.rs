@@ -4,14 +4,19 @@
 //! package is known by ([`names`]), and an upload's record, built once
 //! ([`UploadRecord`]).
 
+pub mod channeldata;
+pub mod current;
 pub mod json;
+pub mod matchspec;
 pub mod names;
 pub mod patch;
 mod record;
+mod rss;
 pub mod shards;
 mod subdir;
 pub mod tree;
 mod upload;
+pub mod version;
 
 pub use json::{to_python_json, JsonStyle};
 pub use names::{DistName, FileNameError, GrammarError, PackageFileName, Subdir, SubdirError};

@@ -95,6 +95,7 @@ impl IndexedPackage {
         members: &InfoMembers,
         digests: &Digests,
     ) -> Result<Self, RecordError> {
+        let channeldata = super::channeldata::package_extras(members, &index);
         let record = record_from(index, digests);
         let run_exports_json = members.run_exports_json.as_deref();
         let run_exports = normalise_run_exports(run_exports_json)?;
@@ -111,6 +112,7 @@ impl IndexedPackage {
             sha256: digests.sha256.clone(),
             name: extras.name,
             shard_record: extras.shard_record,
+            channeldata,
         })
     }
 }

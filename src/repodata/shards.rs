@@ -316,6 +316,7 @@ mod tests {
             sha256: digests().sha256,
             name: extras.name,
             shard_record: extras.shard_record,
+            ..IndexedPackage::default()
         }
     }
 

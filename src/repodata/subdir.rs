@@ -25,6 +25,9 @@ pub struct IndexedPackage {
     /// The record in `index.json`'s key order, when that is not the
     /// default order (see `repodata::shards`).
     pub shard_record: Option<String>,
+    /// What channeldata.json takes from about.json, paths.json and the
+    /// recipe, as a compact JSON object (see `repodata::channeldata`).
+    pub channeldata: String,
 }
 
 /// How `repodata.json` differs from what the packages say: records a patch

@@ -143,6 +143,87 @@ fn serve_keeps_every_output_equal_to_a_fresh_index() {
     }
 }
 
+/// With --current-repodata, --channeldata and --index-html, after uploads
+/// and deletes: current_repodata.json equals a fresh index's, and an
+/// `index` of the served directory with the same flags changes none of
+/// them (channeldata.json merges into the one on disk, as conda-index's
+/// does, so a fresh run over it is the comparison that holds).
+#[test]
+fn serve_keeps_current_repodata_channeldata_and_index_html_current() {
+    let outputs = ["--current-repodata", "--channeldata", "--index-html"];
+    let dir = tempfile::tempdir().unwrap();
+    let channel = dir.path().join("channel");
+    fs::create_dir_all(channel.join("noarch")).unwrap();
+    let (cert, key) = operator_certificate(dir.path());
+    let args = serve_args(&channel, Some((&cert, &key)), &outputs);
+    let served = Served::start(dir.path(), &args, &[]);
+    let client = crate::common::served::client_trusting(&cert);
+    for package in PACKAGES {
+        let (name, bytes) = fixture(package);
+        assert_eq!(
+            post(&client, &served.url, TOKEN, (name.clone(), bytes)),
+            201,
+            "{name}"
+        );
+    }
+    assert_eq!(
+        delete(&client, &served.url, "noarch", "versioned-2.0-0.conda"),
+        200
+    );
+    for file in [
+        "channeldata.json",
+        "rss.xml",
+        "noarch/index.html",
+        "noarch/current_repodata.json",
+    ] {
+        assert!(channel.join(file).exists(), "{file} missing after uploads");
+    }
+    let channeldata = fs::read_to_string(channel.join("channeldata.json")).unwrap();
+    assert!(channeldata.contains("\"test-package\""), "{channeldata}");
+    let html = fs::read_to_string(channel.join("noarch/index.html")).unwrap();
+    assert!(!html.contains("versioned-2.0-0.conda"), "{html}");
+    assert!(html.contains("versioned-1.0-0.conda"), "{html}");
+
+    let fresh = tempfile::tempdir().unwrap();
+    fs::create_dir_all(fresh.path().join("noarch")).unwrap();
+    for entry in fs::read_dir(channel.join("noarch")).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        if name.ends_with(".conda") || name.ends_with(".tar.bz2") {
+            fs::copy(entry.path(), fresh.path().join("noarch").join(&name)).unwrap();
+        }
+    }
+    let output = index(fresh.path(), &["--current-repodata"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_same_bytes(
+        "served current_repodata.json",
+        &fs::read(fresh.path().join("noarch/current_repodata.json")).unwrap(),
+        &fs::read(channel.join("noarch/current_repodata.json")).unwrap(),
+    );
+
+    let mut served = served;
+    served.signal("TERM");
+    assert!(served.wait(std::time::Duration::from_secs(30)).success());
+    let copy = tempfile::tempdir().unwrap();
+    let copy_channel = copy.path().join("channel");
+    copy_tree(&channel, &copy_channel);
+    let before = common::snapshot(&copy_channel);
+    let mut flags = vec!["--write-shards", "--zst"];
+    flags.extend(outputs);
+    let output = index(&copy_channel, &flags);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let after = common::snapshot(&copy_channel);
+    let changed: Vec<_> = after
+        .iter()
+        .filter(|(path, value)| before.get(*path) != Some(value) && !path.contains(".cache"))
+        .map(|(path, _)| path.clone())
+        .collect();
+    assert!(
+        changed.iter().all(|path| path.ends_with(".json.zst")),
+        "re-index changed {changed:?}"
+    );
+}
+
 #[test]
 fn shards_are_served_with_their_cache_policy() {
     let dir = tempfile::tempdir().unwrap();

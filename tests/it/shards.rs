@@ -185,7 +185,7 @@ const CRASHING: [(&str, &str); 2] = [
     ),
 ];
 
-fn fixture_channel(name: &str) -> (tempfile::TempDir, Vec<String>) {
+pub(crate) fn fixture_channel(name: &str) -> (tempfile::TempDir, Vec<String>) {
     let channel = common::channel_copy(name);
     for (crashing, file) in CRASHING {
         if crashing == name {
@@ -209,7 +209,7 @@ fn fixture_channel(name: &str) -> (tempfile::TempDir, Vec<String>) {
     (channel, subdirs)
 }
 
-fn fixture_names() -> Vec<String> {
+pub(crate) fn fixture_names() -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(common::fixtures().join("channels"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -371,7 +371,7 @@ pub fn golden_files(dir: &Path, index: &str) -> (String, String) {
     (golden_json(&index_value), golden_json(&by_name))
 }
 
-fn golden_extra() -> std::path::PathBuf {
+pub(crate) fn golden_extra() -> std::path::PathBuf {
     common::fixtures().join("golden/conda-index-0.13.0-extra")
 }
 

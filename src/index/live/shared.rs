@@ -209,7 +209,7 @@ impl LiveIndex {
             storage,
             &state.repodata,
             &self.options,
-            self.patches.as_ref(),
+            &self.run,
             before,
             SystemTime::now(),
         )?;

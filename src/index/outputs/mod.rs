@@ -8,6 +8,9 @@
 //! writing (a full disk) leaves them all as they were, and a file whose
 //! bytes would not change is not touched.
 
+pub(crate) mod channel;
+pub(crate) mod current;
+pub(crate) mod html;
 mod monolithic;
 pub(crate) mod patches;
 pub(crate) mod shards;
@@ -17,6 +20,7 @@ use std::io;
 use std::time::SystemTime;
 
 use super::IndexOptions;
+use crate::repodata::current::Pins;
 use crate::repodata::patch::Instructions;
 use crate::repodata::shards::{
     created_at, ShardIndexInfo, SHARDS_INDEX, SHARDS_INDEX_FROM_PACKAGES,
@@ -25,13 +29,15 @@ use crate::repodata::tree::Tree;
 use crate::repodata::{JsonStyle, RepodataView, SubdirRepodata};
 use crate::storage::Storage;
 pub use monolithic::DEFAULT_ZSTD_LEVEL;
-pub(crate) use monolithic::{derived_files, stage_live, Monolithic};
+pub(crate) use monolithic::{derived_files, stage_json, stage_live, Monolithic};
 use patches::{PatchSource, PATCH_INSTRUCTIONS};
 use shards::ShardState;
 
 /// What one run shares across its subdirs.
 pub(crate) struct Run {
     pub patches: Option<PatchSource>,
+    /// `-m`: versions current_repodata.json keeps besides the newest.
+    pub pins: Pins,
     /// The run's time: every subdir's shard index gets it as `created_at`.
     pub now: SystemTime,
     /// Read, do not write: the caller commits the outputs itself (a server
@@ -40,13 +46,18 @@ pub(crate) struct Run {
 }
 
 impl Run {
-    pub fn new(options: &IndexOptions) -> Result<Self, patches::PatchSourceError> {
+    pub fn new(options: &IndexOptions) -> Result<Self, super::IndexError> {
         let patches = match &options.patch_generator {
             Some(path) => Some(PatchSource::load(path, options.python.as_deref())?),
             None => None,
         };
+        let pins = match &options.current_index_versions {
+            Some(path) => current::load_pins(path)?,
+            None => Pins::new(),
+        };
         Ok(Self {
             patches,
+            pins,
             now: SystemTime::now(),
             defer_writes: false,
         })
@@ -142,6 +153,8 @@ pub(crate) struct ShardsBefore<'a> {
 /// Every enabled output of one subdir, ready to be written.
 pub(crate) struct Plan {
     pub monolithic: Option<Monolithic>,
+    /// `current_repodata.json` (`--current-repodata`).
+    pub current: Option<Vec<u8>>,
     /// `patch_instructions.json`, when one is to be (re)written.
     pub patch_file: Option<Vec<u8>>,
     pub shards: Option<ShardPlan>,
@@ -160,10 +173,11 @@ pub(crate) fn plan(
     storage: &dyn Storage,
     repodata: &SubdirRepodata,
     options: &IndexOptions,
-    patches: Option<&PatchSource>,
+    run: &Run,
     before: ShardsBefore,
     now: SystemTime,
 ) -> io::Result<Plan> {
+    let patches = run.patches.as_ref();
     let subdir = &repodata.subdir;
     let base_url = subdir_base_url(options, subdir);
     // A Python generator is given the unpatched repodata.
@@ -189,6 +203,14 @@ pub(crate) fn plan(
         )?),
         false => None,
     };
+    let current = match (&monolithic, options.current_repodata) {
+        (Some(documents), true) => Some(current::render(
+            documents.repodata(),
+            &run.pins,
+            options.style,
+        )?),
+        _ => None,
+    };
     let shards = match options.write_shards {
         true => Some(plan_shards(
             storage,
@@ -212,6 +234,7 @@ pub(crate) fn plan(
     };
     Ok(Plan {
         monolithic,
+        current,
         patch_file: resolved.write.or(quirk),
         shards,
     })
@@ -300,14 +323,7 @@ pub(crate) fn write_subdir(
         maps: old_maps.as_ref(),
         dirty: dirty.as_ref(),
     };
-    let plan = plan(
-        storage,
-        repodata,
-        options,
-        run.patches.as_ref(),
-        before,
-        run.now,
-    )?;
+    let plan = plan(storage, repodata, options, run, before, run.now)?;
     let mut files = monolithic::Files::default();
     if let Some(patch_file) = plan.patch_file {
         files
@@ -317,6 +333,13 @@ pub(crate) fn write_subdir(
     if let Some(documents) = &plan.monolithic {
         monolithic::add_files(&mut files, storage, subdir, documents, options)?;
     }
+    current::add_files(
+        &mut files,
+        storage,
+        subdir,
+        plan.current.as_deref(),
+        options,
+    )?;
     let (mut new_shards, mut expired, mut shards_now) = (Vec::new(), Vec::new(), None);
     match plan.shards {
         Some(shard_plan) => {
@@ -351,8 +374,15 @@ pub(crate) fn write_subdir(
     for file in expired {
         storage.remove(&format!("{subdir}/{file}"))?;
     }
+    let html = match options.index_html && options.write_monolithic {
+        true => {
+            let name = channel::channel_name(storage, options);
+            html::write(storage, subdir, &name, options.bz2, run.now)?
+        }
+        false => 0,
+    };
     Ok(Written {
-        files: created + written,
+        files: created + written + html,
         shards: shards_now,
     })
 }

@@ -248,3 +248,30 @@ pub(crate) fn stage_live(
         .zip(staged)
         .collect())
 }
+
+/// Stages one more JSON document of a subdir (`current_repodata.json`)
+/// and the compressed copies asked for, copies first; removes copies no
+/// longer asked for.
+pub(crate) fn stage_json(
+    storage: &LocalFs,
+    subdir: &str,
+    name: &str,
+    json: &[u8],
+    options: &IndexOptions,
+) -> io::Result<Vec<(Vec<String>, StagedFile)>> {
+    let mut staged = Vec::new();
+    for (wanted, compression) in [
+        (options.bz2, Compression::Bz2),
+        (options.zst, Compression::Zst(options.zstd_level)),
+    ] {
+        let copy = format!("{name}{}", compression.extension());
+        if wanted {
+            let bytes = compression.compress(json)?;
+            staged.push((vec![copy], storage.stage(subdir, &bytes)?));
+        } else {
+            storage.remove(&format!("{subdir}/{copy}"))?;
+        }
+    }
+    staged.push((vec![name.to_owned()], storage.stage(subdir, json)?));
+    Ok(staged)
+}
