@@ -7,7 +7,8 @@
 //! layers), [`auth`] (the front door: where a token comes from, and the
 //! extractors that check it first), `handlers/` (one module per protocol,
 //! and `files` for reads), [`listing`] (directory pages), [`staging`]
-//! (receiving bodies), [`slow_clients`] (timeouts and the minimum upload
+//! (receiving bodies), [`pending`] (anaconda.org-style uploads between
+//! their steps), [`slow_clients`] (timeouts and the minimum upload
 //! rate), [`error`] (every status code), [`access_log`], [`tls`]. [`run`]
 //! takes its listener and shutdown signal as parameters, so tests start it
 //! on port 0 and stop it cleanly.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod error;
 mod handlers;
 pub mod listing;
+pub mod pending;
 pub mod router;
 pub mod slow_clients;
 pub mod staging;

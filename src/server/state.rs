@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::config::{ConfigError, Indexer, ServeConfig};
+use super::config::{ConfigError, Indexer, ServeConfig, TlsSetting};
+use super::pending::PendingUploads;
 use super::error::ApiError;
 use super::{staging, STAGING_DIR};
 use crate::index::conda::{CondaChannel, CondaIndexError};
@@ -75,6 +76,8 @@ pub struct AppState {
     /// served.
     pub staging: PathBuf,
     pub access: ChannelAccess,
+    /// anaconda.org-style uploads between their stage and commit.
+    pub pending: PendingUploads,
     upload_slots: Arc<Semaphore>,
     /// Held while the state lives: one writer per channel.
     _lock: ChannelLock,
@@ -152,6 +155,10 @@ impl AppState {
             allow_overwrite: config.allow_overwrite,
             staging,
             access,
+            pending: PendingUploads::new(match config.tls {
+                TlsSetting::Off => "http",
+                TlsSetting::Files { .. } | TlsSetting::SelfSigned => "https",
+            }),
             upload_slots: Arc::new(Semaphore::new(config.limits.max_concurrent_uploads.max(1))),
             _lock: lock,
         })
