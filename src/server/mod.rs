@@ -1,6 +1,7 @@
 //! The channel server: HTTPS (or, behind a proxy, plain HTTP), uploads in
-//! four protocols streamed to staging and published through the channel's
-//! catalog, deletes, and the channel itself served to conda clients.
+//! the protocols of the clients CI pipelines use, streamed to staging and
+//! published through the channel's catalog, deletes, and the channel
+//! itself served to conda clients.
 //!
 //! Layout: [`config`] (the validated configuration), [`state`] (what
 //! handlers share, opened from the configuration), [`router`] (routes and

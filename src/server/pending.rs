@@ -76,7 +76,7 @@ impl PendingUploads {
         if entries.len() >= MAX_PENDING {
             return Err(ApiError::Busy);
         }
-        let dist_id = Token::generate().expose().chars().take(32).collect();
+        let dist_id: String = Token::generate().expose().chars().take(32).collect();
         let secret = Token::generate();
         entries.insert(
             dist_id.clone(),
