@@ -1,7 +1,8 @@
 //! `anaconda upload` — the real anaconda-client from the package registry,
 //! unchanged — against the running server over HTTPS, configured as a CI
 //! engineer would: a site whose url is the server's `/api/anaconda`, the
-//! test certificate trusted through the site's `ssl_verify`, the token on
+//! test certificate trusted through the site's `ssl_verify` (and
+//! `REQUESTS_CA_BUNDLE`, which requests lets override it), the token on
 //! the command line. HOME and the client's config directory are temporary,
 //! so nothing leaks in or out.
 //!
@@ -40,12 +41,14 @@ pub fn package_file(dir: &Path, name: &str, subdir: &str, format: Format, seed: 
 /// anaconda-client with a home of its own, configured for `server`.
 struct Anaconda {
     home: tempfile::TempDir,
+    cert: PathBuf,
 }
 
 impl Anaconda {
     fn configure(server: &TestServer) -> Self {
         let client = Self {
             home: tempfile::tempdir().unwrap(),
+            cert: server.cert.clone(),
         };
         let url = format!("{}api/anaconda", server.url);
         let cert = server.cert.to_str().unwrap();
@@ -68,7 +71,10 @@ impl Anaconda {
             .env("NO_COLOR", "1")
             .env_remove("ANACONDA_API_TOKEN")
             .env_remove("BINSTAR_API_TOKEN")
-            .env_remove("REQUESTS_CA_BUNDLE")
+            // requests lets these override a session's own `verify` (the
+            // site's ssl_verify): point them at the test certificate too.
+            .env("REQUESTS_CA_BUNDLE", &self.cert)
+            .env_remove("CURL_CA_BUNDLE")
             .env_remove("CONDA_PREFIX")
             .stdin(Stdio::null())
             .output()

@@ -51,7 +51,12 @@ pub async fn user(authorized: Authorized) -> Response {
     let Authorized { state, note } = authorized;
     let login = state.access.name.clone();
     ok(
-        Ok(json!({ "login": login, "name": login, "user_type": "user" })),
+        Ok(json!({
+            "login": login,
+            "name": login,
+            "user_type": "user",
+            "created_at": "1970-01-01T00:00:00Z",
+        })),
         note,
         StatusCode::OK,
     )
