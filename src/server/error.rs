@@ -45,7 +45,9 @@ pub enum ApiError {
     #[error("{0}")]
     Conflict(String),
     /// An S3-style form upload whose `Content-MD5` does not match its file.
-    #[error("content-md5 mismatch: the client sent {expected}, the file received hashes to {actual}")]
+    #[error(
+        "content-md5 mismatch: the client sent {expected}, the file received hashes to {actual}"
+    )]
     Md5Mismatch { expected: String, actual: String },
     #[error("upload larger than the {0}-byte limit")]
     TooLarge(u64),

@@ -11,8 +11,8 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::config::{ConfigError, Indexer, ServeConfig, TlsSetting};
-use super::pending::PendingUploads;
 use super::error::ApiError;
+use super::pending::PendingUploads;
 use super::{staging, STAGING_DIR};
 use crate::index::conda::{CondaChannel, CondaIndexError};
 use crate::index::{IndexError, LiveIndex};

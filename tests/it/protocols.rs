@@ -58,10 +58,9 @@ fn contract(protocol: Protocol) {
     let other = package_file(work.path(), "other", "linux-64", Format::TarBz2, 3);
     // In a URL path the slash must be encoded to reach the server at all.
     let escaping_name = match protocol {
-        Protocol::Original
-        | Protocol::Prefix
-        | Protocol::PrefixRaw
-        | Protocol::QuetzMultipart => "../other-1.0-0.tar.bz2",
+        Protocol::Original | Protocol::Prefix | Protocol::PrefixRaw | Protocol::QuetzMultipart => {
+            "../other-1.0-0.tar.bz2"
+        }
         Protocol::Quetz | Protocol::Put => "..%2Fother-1.0-0.tar.bz2",
     };
     let garbage = work.path().join("garbage-1.0-0.tar.bz2");

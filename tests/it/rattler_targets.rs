@@ -189,21 +189,26 @@ fn artifactory_target_uploads_and_reports_a_conflict() {
     let work = tempfile::tempdir().unwrap();
     let storage = AuthenticationStorage::empty();
     let (first, rival) = package_and_rival(work.path(), "pkg", Format::Conda);
-    let data = || ArtifactoryData::new(base(&server), CHANNEL.into()).with_bearer_auth(TOKEN.into());
-    let uploaded = server.runtime.block_on(upload::upload_package_to_artifactory(
-        &storage,
-        &vec![first.clone()],
-        data(),
-    ));
+    let data =
+        || ArtifactoryData::new(base(&server), CHANNEL.into()).with_bearer_auth(TOKEN.into());
+    let uploaded = server
+        .runtime
+        .block_on(upload::upload_package_to_artifactory(
+            &storage,
+            &vec![first.clone()],
+            data(),
+        ));
     assert!(uploaded.is_ok(), "{uploaded:?}");
     assert_listed(&server, "noarch", &first);
 
     let before = channel_state(server.channel());
-    let conflict = server.runtime.block_on(upload::upload_package_to_artifactory(
-        &storage,
-        &vec![rival],
-        data(),
-    ));
+    let conflict = server
+        .runtime
+        .block_on(upload::upload_package_to_artifactory(
+            &storage,
+            &vec![rival],
+            data(),
+        ));
     let message = format!("{:?}", conflict.unwrap_err());
     assert!(message.contains("409"), "{message}");
     assert_eq!(channel_state(server.channel()), before);

@@ -159,8 +159,9 @@ pub async fn dist(authorized: Authorized, Path(path): DistPath) -> Response {
             tokio::task::spawn_blocking(move || state.catalog.published(&subdir, &file_name))
                 .await??
         };
-        let sha256 = sha256
-            .ok_or_else(|| ApiError::NotFound(format!("{subdir}/{file_name} is not in the channel")))?;
+        let sha256 = sha256.ok_or_else(|| {
+            ApiError::NotFound(format!("{subdir}/{file_name} is not in the channel"))
+        })?;
         Ok(json!({
             "basename": format!("{subdir}/{file_name}"),
             "version": version,

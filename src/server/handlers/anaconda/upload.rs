@@ -165,7 +165,11 @@ pub async fn receive(State(state): State<Arc<AppState>>, mut multipart: Multipar
 }
 
 /// `POST /commit/…`: publishes the reservation's file; 200 once listed.
-pub async fn commit(upload: Uploading, axum::extract::Path(path): DistPath, body: Body) -> Response {
+pub async fn commit(
+    upload: Uploading,
+    axum::extract::Path(path): DistPath,
+    body: Body,
+) -> Response {
     let Uploading {
         state,
         note,
