@@ -24,6 +24,8 @@
 #   SEED             generator seed                               [0]
 #   RUNS             timed runs per measurement                   [3]
 #   TOOLS            which of: ours rattler conda_index  [all three]
+#   OURS_FLAGS       extra flags for our index, e.g. --write-shards (the
+#                    cost of CEP 16 shards)                        [none]
 #   WORK             scratch dir (remade)  [target/bench-compare, -big, -100k]
 #   REUSE            set to keep WORK/channel when it was made with the same
 #                    parameters (the big channel takes minutes to generate)
@@ -137,8 +139,8 @@ D_RATTLER=$(q "$WORK/rattler")
 D_CI=$(q "$WORK/conda_index")
 declare -A RUN CLEAN NAME
 NAME[ours]=artifact-upload-handler
-RUN[ours]="$(q "$OURS") index $D_OURS"
-CLEAN[ours]="rm -f $D_OURS/*/.cache/artifact-upload-handler-index.json $D_OURS/*/repodata*.json*"
+RUN[ours]="$(q "$OURS") index $D_OURS ${OURS_FLAGS:-}"
+CLEAN[ours]="rm -f $D_OURS/*/.cache/artifact-upload-handler-*.json $D_OURS/*/repodata*.json* $D_OURS/*/*.msgpack.zst $D_OURS/*/patch_instructions.json"
 NAME[rattler]=rattler-index
 RUN[rattler]="$(q "$RATTLER_INDEX") --max-parallel $MAX_PARALLEL --config $(q "$WORK/plain.toml") fs $D_RATTLER"
 CLEAN[rattler]="rm -rf $D_RATTLER/*/repodata*.json* $D_RATTLER/*/repodata_shards.msgpack.zst $D_RATTLER/*/shards $D_RATTLER/.tmp"
@@ -303,7 +305,7 @@ done
 
 # Our no-change run must open no package: its summary counts the packages
 # it read.
-NOCHANGE_READ=$("$OURS" index "$WORK/ours" 2>&1 | sed -n 's/.*packages in .* subdirs: \([0-9]*\) read.*/\1/p')
+NOCHANGE_READ=$("$OURS" index "$WORK/ours" ${OURS_FLAGS:-} 2>&1 | sed -n 's/.*packages in .* subdirs: \([0-9]*\) read.*/\1/p')
 echo "our no-change run read ${NOCHANGE_READ:-?} packages"
 
 # ---------------------------------------------------------------- table

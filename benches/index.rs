@@ -160,6 +160,8 @@ fn big_subdir(n: usize) -> SubdirRepodata {
                 record,
                 run_exports: "{}".to_owned(),
                 sha256,
+                name: Some(name.to_owned()),
+                shard_record: None,
             },
         );
     }

@@ -96,9 +96,9 @@ impl Server {
             .arg("-d")
             .arg(channel)
             .args(["-p", "0", "--bind", "127.0.0.1", "-t", token_hash])
-            // One slot per client: the default (16) would turn half of 32
-            // clients away with 503.
-            .args(["--max-concurrent-uploads", "64", "-q"])
+            // Default limits: 16 upload slots, the other clients wait in
+            // the upload queue (issue 14.2: none may be refused).
+            .arg("-q")
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

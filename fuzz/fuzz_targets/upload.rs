@@ -9,6 +9,11 @@
 //! documents (500 is only for real server faults, never for input), and
 //! unless the answer was 201 the channel (staging included) is byte for
 //! byte as it was. After a 201 the channel is rebuilt from scratch.
+//!
+//! The ZIP-structure mutator here lives in the input: a part can carry a
+//! known `.conda` rewritten by `ZipOp`s (entries duplicated, reordered,
+//! renamed in one header only, hidden from the directory, bytes around
+//! it), and the known packages include every `generate::hostile` case.
 #![no_main]
 
 use std::collections::BTreeMap;
@@ -17,11 +22,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use arbitrary::Arbitrary;
+use artifact_upload_handler::generate::hostile::{hostile_package, Hostile};
 use artifact_upload_handler::generate::{package_bytes, Format, PackageSpec};
 use artifact_upload_handler::index::IndexOptions;
 use artifact_upload_handler::package::Hasher;
 use artifact_upload_handler::server::{router, AppState, Indexer, Limits, NamedToken, ServeConfig};
 use artifact_upload_handler::token::Token;
+use artifact_upload_handler_fuzz::{apply_zip_ops, ZipOp};
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use libfuzzer_sys::fuzz_target;
@@ -117,6 +124,12 @@ enum Data {
     },
     Sha256Of(u8),
     Subdir(u8),
+    /// One of the known packages with its ZIP structure rewritten (the
+    /// bytes as they are if it is not a ZIP).
+    ZipPackage {
+        which: u8,
+        ops: Vec<ZipOp>,
+    },
 }
 
 /// Packages the fuzzer can upload; the first one is already published.
@@ -134,17 +147,24 @@ fn known_packages() -> Vec<Known> {
         ("fresh", "linux-64", Format::TarBz2),
         ("other", "osx-arm64", Format::Conda),
     ];
-    specs
-        .into_iter()
-        .map(|(name, subdir, format)| {
-            let mut spec = PackageSpec::new(name, "1.0", "h0_0", subdir, format);
-            spec.payload_bytes = 256;
-            let bytes = package_bytes(&spec).expect("generate a package");
+    let valid = specs.into_iter().map(|(name, subdir, format)| {
+        let mut spec = PackageSpec::new(name, "1.0", "h0_0", subdir, format);
+        spec.payload_bytes = 256;
+        let bytes = package_bytes(&spec).expect("generate a package");
+        (spec.file_name(), subdir.to_owned(), bytes)
+    });
+    let hostile = Hostile::all().into_iter().map(|kind| {
+        let (file_name, bytes) = hostile_package(kind).expect("generate a hostile package");
+        (file_name, "noarch".to_owned(), bytes)
+    });
+    valid
+        .chain(hostile)
+        .map(|(file_name, subdir, bytes)| {
             let mut hasher = Hasher::new();
             hasher.update(&bytes);
             Known {
-                file_name: spec.file_name(),
-                subdir: subdir.to_owned(),
+                file_name,
+                subdir,
                 sha256: hasher.finish().sha256,
                 bytes,
             }
@@ -280,6 +300,10 @@ fn part_bytes(part: &Part, known: &[Known]) -> Vec<u8> {
         }
         Data::Sha256Of(which) => bytes.extend_from_slice(pick(known, *which).sha256.as_bytes()),
         Data::Subdir(which) => bytes.extend_from_slice(pick(known, *which).subdir.as_bytes()),
+        Data::ZipPackage { which, ops } => {
+            let package = &pick(known, *which).bytes;
+            bytes.extend(apply_zip_ops(package, ops).unwrap_or_else(|| package.clone()));
+        }
     }
     bytes.extend_from_slice(b"\r\n");
     bytes

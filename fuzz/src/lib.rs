@@ -236,3 +236,197 @@ pub fn escapes(tar: &[u8]) -> Option<Escape> {
     }
     model.finish().err()
 }
+
+/// One change to a `.conda`'s ZIP structure, of the kinds that made the
+/// server and rattler read different members (issue 12). Entry numbers
+/// are taken modulo the number of entries.
+#[derive(arbitrary::Arbitrary, Debug, Clone, Copy)]
+pub enum ZipOp {
+    /// List and store an entry twice, the copy right after it.
+    Duplicate(u8),
+    /// Swap two entries' places.
+    Swap(u8, u8),
+    /// Give an entry's local header another entry's name.
+    RenameLocal(u8, u8),
+    /// Give an entry's central record another entry's name.
+    RenameCentral(u8, u8),
+    /// Store a copy of an entry before it, unlisted.
+    Hide(u8),
+    /// Keep an entry's bytes but drop it from the central directory.
+    Unlist(u8),
+    /// Give an entry another entry's bytes.
+    CopyData(u8, u8),
+    /// Bytes before the first entry.
+    Prefix(u8),
+    /// Bytes after the end record.
+    Trailer(u8),
+}
+
+/// The entries of a ZIP (central-directory order, stored data as raw
+/// bytes), if the `zip` crate can list them.
+pub fn zip_entries(
+    bytes: &[u8],
+) -> Option<Vec<artifact_upload_handler::generate::hostile::ZipEntry>> {
+    let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).ok()?;
+    let mut entries = Vec::new();
+    for index in 0..archive.len() {
+        let file = archive.by_index_raw(index).ok()?;
+        let start = usize::try_from(file.data_start()?).ok()?;
+        let end = start.checked_add(usize::try_from(file.compressed_size()).ok()?)?;
+        entries.push(artifact_upload_handler::generate::hostile::ZipEntry {
+            local_name: file.name_raw().to_vec(),
+            central_name: Some(file.name_raw().to_vec()),
+            data: bytes.get(start..end)?.to_vec(),
+        });
+    }
+    Some(entries)
+}
+
+/// Rewrites a ZIP with `ops` applied (as a stored ZIP); `None` if it
+/// cannot be listed or has no entries.
+pub fn apply_zip_ops(bytes: &[u8], ops: &[ZipOp]) -> Option<Vec<u8>> {
+    let mut entries = zip_entries(bytes)?;
+    let (mut prefix, mut trailer) = (Vec::new(), Vec::new());
+    for op in ops {
+        let n = entries.len();
+        if n == 0 {
+            return None;
+        }
+        let at = |i: u8| usize::from(i) % n;
+        match *op {
+            ZipOp::Duplicate(i) => {
+                let copy = entries[at(i)].clone();
+                entries.insert(at(i) + 1, copy);
+            }
+            ZipOp::Swap(i, j) => entries.swap(at(i), at(j)),
+            ZipOp::RenameLocal(i, j) => {
+                let name = entries[at(j)].local_name.clone();
+                entries[at(i)].local_name = name;
+            }
+            ZipOp::RenameCentral(i, j) => {
+                let name = entries[at(j)]
+                    .central_name
+                    .clone()
+                    .or_else(|| Some(entries[at(j)].local_name.clone()));
+                entries[at(i)].central_name = name;
+            }
+            ZipOp::Hide(i) => {
+                let mut copy = entries[at(i)].clone();
+                copy.central_name = None;
+                entries.insert(at(i), copy);
+            }
+            ZipOp::Unlist(i) => entries[at(i)].central_name = None,
+            ZipOp::CopyData(i, j) => {
+                let data = entries[at(j)].data.clone();
+                entries[at(i)].data = data;
+            }
+            ZipOp::Prefix(len) => prefix.resize(usize::from(len % 64) + 1, b'P'),
+            ZipOp::Trailer(len) => trailer.resize(usize::from(len % 64) + 1, b'T'),
+        }
+    }
+    let mut out = prefix;
+    out.extend(artifact_upload_handler::generate::hostile::stored_zip(
+        &entries,
+    ));
+    out.extend(trailer);
+    Some(out)
+}
+
+/// The custom mutator of the `.conda` targets: most of the time
+/// libFuzzer's own byte mutations, otherwise one to three [`ZipOp`]s
+/// chosen by `seed` on the ZIP after `skip` bytes (the stem line).
+pub fn mutate_conda(
+    data: &mut [u8],
+    size: usize,
+    max_size: usize,
+    seed: u32,
+    skip: usize,
+) -> usize {
+    let mut rng = seed;
+    let mut next = move || {
+        // xorshift32: deterministic in the seed, as libFuzzer requires.
+        rng ^= rng << 13;
+        rng ^= rng >> 17;
+        rng ^= rng << 5;
+        rng
+    };
+    if next() % 3 != 0 || skip > size {
+        return libfuzzer_sys::fuzzer_mutate(data, size, max_size);
+    }
+    let ops: Vec<ZipOp> = (0..1 + next() % 3)
+        .map(|_| {
+            let (a, b) = (next() as u8, next() as u8);
+            match next() % 9 {
+                0 => ZipOp::Duplicate(a),
+                1 => ZipOp::Swap(a, b),
+                2 => ZipOp::RenameLocal(a, b),
+                3 => ZipOp::RenameCentral(a, b),
+                4 => ZipOp::Hide(a),
+                5 => ZipOp::Unlist(a),
+                6 => ZipOp::CopyData(a, b),
+                7 => ZipOp::Prefix(a),
+                _ => ZipOp::Trailer(a),
+            }
+        })
+        .collect();
+    let Some(zip) = apply_zip_ops(&data[skip..size], &ops) else {
+        return libfuzzer_sys::fuzzer_mutate(data, size, max_size);
+    };
+    if skip + zip.len() > max_size {
+        return libfuzzer_sys::fuzzer_mutate(data, size, max_size);
+    }
+    data[skip..skip + zip.len()].copy_from_slice(&zip);
+    skip + zip.len()
+}
+
+/// For a `.conda` the strict walk accepted: a reader that streams the
+/// local headers from the start (rattler's) finds exactly the central
+/// directory's entries, in file order, with the same bytes. A streaming
+/// reader that gives up is fine (the install fails; nothing unverified is
+/// installed).
+pub fn assert_streamed_like_directory(bytes: &[u8]) {
+    let mut listed = zip_entries(bytes).expect("an accepted .conda lists its entries");
+    let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).expect("accepted");
+    let mut starts: Vec<u64> = (0..archive.len())
+        .map(|i| archive.by_index_raw(i).expect("accepted").header_start())
+        .collect();
+    let mut order: Vec<usize> = (0..listed.len()).collect();
+    order.sort_by_key(|&i| starts[i]);
+    starts.sort_unstable();
+    let listed: Vec<_> = order
+        .iter()
+        .map(|&i| std::mem::replace(&mut listed[i], empty_entry()))
+        .collect();
+    let mut reader = Cursor::new(bytes);
+    let mut streamed = Vec::new();
+    loop {
+        match zip::read::read_zipfile_from_stream(&mut reader) {
+            Ok(Some(mut file)) => {
+                let name = file.name_raw().to_vec();
+                let mut data = Vec::new();
+                if file.read_to_end(&mut data).is_err() {
+                    return;
+                }
+                streamed.push((name, data));
+            }
+            Ok(None) => break,
+            Err(_) => return,
+        }
+    }
+    assert_eq!(streamed.len(), listed.len(), "streamed entry count");
+    for ((name, data), entry) in streamed.iter().zip(&listed) {
+        assert_eq!(Some(name), entry.central_name.as_ref(), "streamed name");
+        // Stored entries only: deflated ones are compared by name.
+        if data.len() == entry.data.len() {
+            assert_eq!(data, &entry.data, "streamed bytes");
+        }
+    }
+}
+
+fn empty_entry() -> artifact_upload_handler::generate::hostile::ZipEntry {
+    artifact_upload_handler::generate::hostile::ZipEntry {
+        local_name: Vec::new(),
+        central_name: None,
+        data: Vec::new(),
+    }
+}

@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
 use crate::index::conda::{CondaIndexError, CondaIndexer};
-use crate::index::{index_channel, IndexOptions, IndexSummary};
+use crate::index::{index_channel, IndexError, IndexOptions, IndexSummary};
 use crate::repodata::JsonStyle;
 use crate::storage::{
     ChannelLocation, ChannelLock, LocalFs, ObjectOptions, ObjectStorage, S3Location, Storage,
@@ -65,6 +65,44 @@ pub struct IndexArgs {
     /// The conda executable for `--indexer conda` (run as `CONDA_EXE index DIR`).
     #[arg(long, env = "AUH_CONDA_EXE", default_value = "conda")]
     conda_exe: PathBuf,
+    /// Also write CEP 16 sharded repodata (repodata_shards.msgpack.zst and
+    /// one <sha256>.msgpack.zst per package name).
+    #[arg(long, overrides_with = "no_write_shards")]
+    write_shards: bool,
+    #[arg(long, hide = true)]
+    no_write_shards: bool,
+    /// Do not write repodata.json (and its copies); with --write-shards,
+    /// only shards.
+    #[arg(long, overrides_with = "write_monolithic")]
+    no_write_monolithic: bool,
+    #[arg(long, hide = true)]
+    write_monolithic: bool,
+    /// Patch the repodata: a .conda/.tar.bz2 holding
+    /// <subdir>/patch_instructions.json, a patch_instructions.json for every
+    /// subdir, or a .py with _patch_repodata (run by --python).
+    #[arg(long, value_name = "PATH")]
+    patch_generator: Option<PathBuf>,
+    /// The Python interpreter that runs a .py patch generator.
+    #[arg(long, env = "AUH_PYTHON", value_name = "PYTHON")]
+    python: Option<PathBuf>,
+    /// Packages are served from this URL, not beside repodata.json (CEP 15:
+    /// writes base_url and repodata_version 2).
+    #[arg(long, value_name = "URL")]
+    base_url: Option<String>,
+    /// Add new and changed packages, but keep listing those whose files are
+    /// gone.
+    #[arg(long, overrides_with = "no_update_only")]
+    update_only: bool,
+    #[arg(long, hide = true)]
+    no_update_only: bool,
+    /// The channel name shown in index.html and rss.xml (default: the
+    /// directory's name).
+    #[arg(short = 'n', long, value_name = "NAME")]
+    channel_name: Option<String>,
+    /// Seconds a shard no index refers to any more is kept (clients may
+    /// still hold an index that names it).
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::index::DEFAULT_SHARD_RETENTION.as_secs())]
+    shard_retention: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -81,7 +119,11 @@ pub fn run(args: IndexArgs) -> ExitCode {
         Indexer::Conda => run_conda(&args),
     };
     result.unwrap_or_else(|err| {
-        super::report(&err);
+        match err.downcast_ref::<IndexError>() {
+            // conda-index's own words, so scripts that match them still do.
+            Some(conflict @ IndexError::Conflicting(_)) => eprintln!("Error: {conflict}"),
+            _ => super::report(&err),
+        }
         ExitCode::FAILURE
     })
 }
@@ -100,6 +142,14 @@ fn run_native(args: &IndexArgs) -> anyhow::Result<ExitCode> {
         },
         progress: std::io::stderr().is_terminal(),
         max_parallel: args.max_parallel.map(usize::from),
+        write_monolithic: !args.no_write_monolithic,
+        write_shards: args.write_shards,
+        base_url: args.base_url.clone(),
+        patch_generator: args.patch_generator.clone(),
+        python: args.python.clone(),
+        update_only: args.update_only,
+        channel_name: args.channel_name.clone(),
+        shard_retention: std::time::Duration::from_secs(args.shard_retention),
         ..IndexOptions::default()
     };
     options.validate()?;
@@ -175,6 +225,12 @@ fn run_conda(args: &IndexArgs) -> anyhow::Result<ExitCode> {
         bz2: args.bz2,
         run_exports: args.run_exports,
         no_compact: args.no_compact,
+        write_shards: args.write_shards,
+        no_write_monolithic: args.no_write_monolithic,
+        update_only: args.update_only,
+        patch_generator: args.patch_generator.clone(),
+        base_url: args.base_url.clone(),
+        channel_name: args.channel_name.clone(),
     };
     let _lock = if args.channel_dir.is_dir() {
         Some(ChannelLock::acquire(&args.channel_dir)?)

@@ -2,6 +2,7 @@
 //! module per subcommand. Library errors become messages and exit statuses
 //! here and nowhere else.
 
+mod config_file;
 mod generate;
 mod hash_token;
 mod index;
@@ -10,7 +11,7 @@ mod serve;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 /// Publish conda packages to a channel and keep its metadata current.
@@ -37,12 +38,36 @@ enum Command {
 
 /// Runs the command line; the exit status says how it went.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse_from(with_default_command(std::env::args_os().collect())) {
-        Ok(cli) => cli,
+    let args = with_default_command(std::env::args_os().collect());
+    // A config file's values become the serve flags' defaults, so flags
+    // and environment variables still override them.
+    let (command, from_file) = match config_file::apply(Cli::command(), &args) {
+        Ok(applied) => applied,
+        Err(err) => {
+            report(&err);
+            return ExitCode::FAILURE;
+        }
+    };
+    let matches = match command.clone().try_get_matches_from(&args) {
+        Ok(matches) => matches,
         Err(err) => return usage_error(&err),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(&err.with_cmd(&command)),
     };
     init_logging(cli.quiet, cli.verbose);
     match cli.command {
+        Command::Serve(args) if args.prints_config() => {
+            let declared = Cli::command();
+            if let (Some(serve), Some(matches)) = (
+                declared.find_subcommand("serve"),
+                matches.subcommand_matches("serve"),
+            ) {
+                print!("{}", config_file::print(serve, matches, &from_file));
+            }
+            ExitCode::SUCCESS
+        }
         Command::Serve(args) => serve::run(args),
         Command::Index(args) => index::run(args),
         Command::HashToken(args) => hash_token::run(args),

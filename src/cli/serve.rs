@@ -34,8 +34,18 @@ const TLS_DIR: &str = ".auh-tls";
 /// certificate for localhost and a random token printed once.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The channel's root directory (a subdir such as .../linux-64, as the
-    /// original took, means its parent).
+    /// TOML file of serve options, keyed by their long flag names
+    /// (`port = 8443`, `token-file = "/etc/auh/tokens"`); flags and
+    /// environment variables override it.
+    #[arg(long, env = "AUH_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Print the effective configuration (as TOML, secrets redacted, each
+    /// value's source) and exit without serving.
+    #[arg(long)]
+    print_config: bool,
+    /// The channel's root directory (a known platform directory such as
+    /// .../linux-64, as the original took, or one holding its own
+    /// repodata.json, means its parent).
     #[arg(
         short = 'd',
         long = "write-dir",
@@ -89,9 +99,17 @@ pub struct ServeArgs {
     /// Largest accepted upload, in bytes.
     #[arg(long, env = "AUH_MAX_UPLOAD_SIZE", default_value_t = Limits::default().max_upload_bytes)]
     max_upload_size: u64,
-    /// Uploads received at once; more are answered 503 with Retry-After.
+    /// Uploads received at once; more wait in a queue for a slot.
     #[arg(long, env = "AUH_MAX_CONCURRENT_UPLOADS", default_value_t = Limits::default().max_concurrent_uploads)]
     max_concurrent_uploads: usize,
+    /// Seconds an upload past --max-concurrent-uploads waits for a slot
+    /// before it is answered 503 with Retry-After (0: at once).
+    #[arg(long, env = "AUH_UPLOAD_QUEUE_TIMEOUT", value_name = "SECONDS",
+          default_value_t = Limits::default().upload_queue_timeout.as_secs())]
+    upload_queue_timeout: u64,
+    /// Uploads that may wait for a slot at once; more are answered 503.
+    #[arg(long, env = "AUH_MAX_QUEUED_UPLOADS", default_value_t = Limits::default().max_queued_uploads)]
+    max_queued_uploads: usize,
     /// Seconds a client may send nothing before its upload is cut off (408).
     #[arg(long, env = "AUH_IDLE_TIMEOUT", default_value_t = Limits::default().idle_timeout.as_secs())]
     idle_timeout: u64,
@@ -130,6 +148,25 @@ pub struct ServeArgs {
     /// (0: revalidate every time, answered 304 when nothing changed).
     #[arg(long, env = "AUH_METADATA_MAX_AGE", default_value_t = 0)]
     metadata_max_age: u32,
+    /// Do not publish CEP 16 sharded repodata (repodata_shards.msgpack.zst
+    /// and a shard per package name, which rattler, pixi and conda ask for
+    /// first).
+    #[arg(long, env = "AUH_NO_SHARDS")]
+    no_shards: bool,
+    /// Patch the repodata of every upload (as `index --patch-generator`).
+    #[arg(long, env = "AUH_PATCH_GENERATOR", value_name = "PATH")]
+    patch_generator: Option<PathBuf>,
+    /// The Python interpreter that runs a .py patch generator.
+    #[arg(long, env = "AUH_PYTHON", value_name = "PYTHON")]
+    python: Option<PathBuf>,
+    /// Packages are served from this URL (CEP 15), as `index --base-url`.
+    #[arg(long, env = "AUH_BASE_URL", value_name = "URL")]
+    base_url: Option<String>,
+    /// Seconds a shard no index refers to any more is kept (at least twice
+    /// --metadata-max-age, so a client's cached index stays usable).
+    #[arg(long, env = "AUH_SHARD_RETENTION", value_name = "SECONDS",
+          default_value_t = crate::index::DEFAULT_SHARD_RETENTION.as_secs())]
+    shard_retention: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -201,9 +238,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 impl ServeArgs {
+    /// `--print-config`: print, do not serve.
+    pub fn prints_config(&self) -> bool {
+        self.print_config
+    }
+
     /// The command line's flags as the server's configuration: token files
     /// read, the channel root found, every choice made.
     fn into_config(self) -> anyhow::Result<ServeConfig> {
+        if let Some(file) = &self.config {
+            tracing::info!("options from config file {}", file.display());
+        }
         check_local_channel(&self.write_dir)?;
         let tokens = load_tokens(&self)?;
         let indexer = match self.indexer {
@@ -214,22 +259,41 @@ impl ServeArgs {
                         exe.display()
                     );
                 }
-                Indexer::Native(IndexOptions {
+                // Shards a client's cached index names outlive it.
+                let retention = self
+                    .shard_retention
+                    .max(2 * u64::from(self.metadata_max_age));
+                let options = IndexOptions {
                     zst: !self.no_zst,
                     zstd_level: self.zstd_level,
+                    write_shards: !self.no_shards,
+                    patch_generator: self.patch_generator.clone(),
+                    python: self.python.clone(),
+                    base_url: self.base_url.clone(),
+                    shard_retention: Duration::from_secs(retention),
                     ..IndexOptions::default()
-                })
+                };
+                options.validate()?;
+                Indexer::Native(options)
             }
             IndexerFlag::Conda => Indexer::Conda(CondaIndexer {
                 exe: self.conda_exe.clone().unwrap_or_else(|| "conda".into()),
                 zst: !self.no_zst,
+                write_shards: !self.no_shards,
+                patch_generator: self.patch_generator.clone(),
+                base_url: self.base_url.clone(),
                 ..CondaIndexer::default()
             }),
         };
         let tls = match (self.insecure_http, self.certfile, self.keyfile) {
             (true, _, _) => TlsSetting::Off,
             (false, Some(cert), Some(key)) => TlsSetting::Files { cert, key },
-            _ => TlsSetting::SelfSigned,
+            // clap checks this for flags; a config file's values are
+            // defaults, which it does not check.
+            (false, Some(_), None) | (false, None, Some(_)) => {
+                bail!("--certfile and --keyfile go together: give both or neither")
+            }
+            (false, None, None) => TlsSetting::SelfSigned,
         };
         Ok(ServeConfig {
             root: channel_root(&self.write_dir),
@@ -241,6 +305,9 @@ impl ServeArgs {
                 idle_timeout: Duration::from_secs(self.idle_timeout.max(1)),
                 header_timeout: Duration::from_secs(self.header_timeout.max(1)),
                 min_upload_rate: self.min_upload_rate,
+                upload_queue_timeout: Duration::from_secs(self.upload_queue_timeout),
+                max_queued_uploads: self.max_queued_uploads,
+                ..Limits::default()
             },
             allow_overwrite: self.allow_overwrite,
             channel_name: self.channel_name,
@@ -270,7 +337,7 @@ fn check_local_channel(write_dir: &Path) -> anyhow::Result<()> {
 
 fn channel_root(write_dir: &Path) -> PathBuf {
     match write_dir.file_name().and_then(|n| n.to_str()) {
-        Some(name) if Subdir::is_valid(name) => {
+        Some(name) if names_a_subdir(write_dir, name) => {
             let parent = write_dir
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
@@ -283,6 +350,39 @@ fn channel_root(write_dir: &Path) -> PathBuf {
             parent.to_path_buf()
         }
         _ => write_dir.to_path_buf(),
+    }
+}
+
+/// A platform conda knows, or a directory already indexed as a subdir (its
+/// own `repodata.json` names it). CEP 26's pattern alone is not enough:
+/// `my-channel` and `conda-internal` match it and are channels (issue 14).
+fn names_a_subdir(write_dir: &Path, name: &str) -> bool {
+    if Subdir::is_known_platform(name) {
+        return true;
+    }
+    Subdir::is_valid(name) && holds_subdir_repodata(&write_dir.join("repodata.json"), name)
+}
+
+/// Whether `path` is a repodata.json whose `info.subdir` is `name` (a
+/// channel root never holds one; a stray one that names another subdir
+/// does not make the directory a subdir).
+fn holds_subdir_repodata(path: &Path, name: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        info: Option<Info>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Info {
+        subdir: Option<String>,
+    }
+    let Ok(file) = fs::File::open(path) else {
+        return false;
+    };
+    // Only `info` is wanted, but serde reads the rest of the document to
+    // check it: fine at start-up, once.
+    match serde_json::from_reader::<_, Head>(std::io::BufReader::new(file)) {
+        Ok(head) => head.info.and_then(|i| i.subdir).as_deref() == Some(name),
+        Err(_) => false,
     }
 }
 

@@ -14,10 +14,10 @@ use super::{GenerateError, Member, PackageSpec};
 /// barely changes its size; a fast level keeps benchmarks' setup cheap.
 const ZSTD_LEVEL: i32 = 3;
 /// Exact bytes conda writes for `metadata.json`.
-const CONDA_METADATA: &[u8] = br#"{"conda_pkg_format_version": 2}"#;
+pub(super) const CONDA_METADATA: &[u8] = br#"{"conda_pkg_format_version": 2}"#;
 
 /// Tar mtime in seconds, derived from the (seeded) package timestamp.
-fn mtime(spec: &PackageSpec) -> u64 {
+pub(super) fn mtime(spec: &PackageSpec) -> u64 {
     timestamp_ms(spec) / 1000
 }
 
@@ -55,7 +55,7 @@ pub(super) fn conda(
     })
 }
 
-fn zstd_tar(
+pub(super) fn zstd_tar(
     spec: &PackageSpec,
     members: &[Member],
     action: &'static str,

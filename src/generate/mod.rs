@@ -11,6 +11,7 @@
 
 mod channel;
 mod container;
+pub mod hostile;
 mod members;
 mod tarball;
 #[cfg(test)]

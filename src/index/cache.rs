@@ -17,7 +17,9 @@ use crate::repodata::json::write_string;
 use crate::repodata::IndexedPackage;
 use crate::storage::{FileStat, Storage};
 
-const CACHE_VERSION: u32 = 1;
+/// 2: records also keep the package name and, when needed, their
+/// `index.json` key order (for CEP 16 shards).
+const CACHE_VERSION: u32 = 2;
 
 /// Where a subdir's cache file lives, relative to the channel root.
 pub fn cache_path(subdir: &str) -> String {
@@ -102,6 +104,10 @@ struct StoredEntry {
     #[serde(default)]
     sha256: Option<String>,
     #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    shard_record: Option<Box<RawValue>>,
+    #[serde(default)]
     left_out: Option<String>,
     #[serde(default)]
     listed_in_run_exports: bool,
@@ -170,6 +176,14 @@ pub(crate) fn to_bytes(entries: &BTreeMap<String, CacheEntry>) -> Vec<u8> {
                 out.extend_from_slice(package.run_exports.as_bytes());
                 out.extend_from_slice(b",\"sha256\":");
                 write_string(&mut out, &package.sha256);
+                if let Some(name) = &package.name {
+                    out.extend_from_slice(b",\"name\":");
+                    write_string(&mut out, name);
+                }
+                if let Some(shard_record) = &package.shard_record {
+                    out.extend_from_slice(b",\"shard_record\":");
+                    out.extend_from_slice(shard_record.as_bytes());
+                }
             }
             Outcome::LeftOut(reason) => {
                 out.extend_from_slice(b",\"left_out\":");
@@ -188,7 +202,13 @@ pub(crate) fn to_bytes(entries: &BTreeMap<String, CacheEntry>) -> Vec<u8> {
 impl CacheEntry {
     fn stored_len(&self) -> usize {
         match &self.outcome {
-            Outcome::Indexed(p) => p.record.len() + p.run_exports.len() + p.sha256.len(),
+            Outcome::Indexed(p) => {
+                p.record.len()
+                    + p.run_exports.len()
+                    + p.sha256.len()
+                    + p.name.as_ref().map_or(0, String::len)
+                    + p.shard_record.as_ref().map_or(0, String::len)
+            }
             Outcome::LeftOut(reason) => reason.message.len(),
         }
     }
@@ -210,6 +230,8 @@ impl StoredEntry {
                     record: record.get().to_owned(),
                     run_exports: run_exports.get().to_owned(),
                     sha256,
+                    name: self.name,
+                    shard_record: self.shard_record.map(|raw| raw.get().to_owned()),
                 })
             }
             (None, None, Some(message)) => Outcome::LeftOut(LeftOutReason {
@@ -247,6 +269,8 @@ mod tests {
                     record: r#"{"name":"a","x":1e+16}"#.into(),
                     run_exports: "{}".into(),
                     sha256: "ab".into(),
+                    name: Some("a".into()),
+                    shard_record: Some(r#"{"x":1e+16,"name":"a"}"#.into()),
                 }),
             },
         );
@@ -260,6 +284,8 @@ mod tests {
                     record: r#"{"name":"\u00e9t\u00e9","depends":["a \"b\""]}"#.into(),
                     run_exports: r#"{"weak":["x"]}"#.into(),
                     sha256: "cd".into(),
+                    name: Some("\u{e9}t\u{e9}".into()),
+                    shard_record: None,
                 }),
             },
         );
@@ -287,7 +313,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = LocalFs::new(dir.path());
         storage.create_dir_all("noarch/.cache").unwrap();
-        let old = br#"{"version":1,"packages":{"a-1-0.conda":{"size":1,"mtime_ns":2,"record":{"name":"a","sha256":"ab"},"run_exports":{}},"b-1-0.conda":{"size":1,"mtime_ns":2,"record":{"name":"b"},"run_exports":{}}}}"#;
+        let old = br#"{"version":2,"packages":{"a-1-0.conda":{"size":1,"mtime_ns":2,"record":{"name":"a","sha256":"ab"},"run_exports":{}},"b-1-0.conda":{"size":1,"mtime_ns":2,"record":{"name":"b"},"run_exports":{}}}}"#;
         storage.write_atomic(&cache_path("noarch"), old).unwrap();
         let loaded = load(&storage, "noarch");
         let Some(Outcome::Indexed(package)) = loaded.get("a-1-0.conda").map(|e| &e.outcome) else {

@@ -20,6 +20,13 @@ pub struct CondaIndexer {
     pub bz2: bool,
     pub run_exports: bool,
     pub no_compact: bool,
+    /// conda-index's other output flags, passed as they are.
+    pub write_shards: bool,
+    pub no_write_monolithic: bool,
+    pub update_only: bool,
+    pub patch_generator: Option<PathBuf>,
+    pub base_url: Option<String>,
+    pub channel_name: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,9 +64,23 @@ impl CondaIndexer {
             ("--bz2", self.bz2),
             ("--run-exports", self.run_exports),
             ("--no-compact", self.no_compact),
+            ("--write-shards", self.write_shards),
+            ("--no-write-monolithic", self.no_write_monolithic),
+            ("--update-only", self.update_only),
         ] {
             if set {
                 command.arg(flag);
+            }
+        }
+        if let Some(path) = &self.patch_generator {
+            command.arg("--patch-generator").arg(path);
+        }
+        for (flag, value) in [
+            ("--base-url", &self.base_url),
+            ("--channel-name", &self.channel_name),
+        ] {
+            if let Some(value) = value {
+                command.arg(flag).arg(value);
             }
         }
         command

@@ -9,21 +9,25 @@
 //!
 //! A write must be quick even for 100,000 packages: the JSON is spliced
 //! from each record's stored bytes while the state is locked (no copy of
-//! the state), then written without the lock by
-//! [`outputs::write_subdir_live`]. The incremental cache is not needed
+//! the state), and only the CEP 16 shards of the names updated since the
+//! last write are rebuilt; then everything is written without the lock
+//! ([`outputs::stage_live`]). The incremental cache is not needed
 //! for an upload to be durable (the package file and repodata.json are; a
 //! restart re-reads what a stale cache misses), so a background thread
 //! writes it, at most every [`CACHE_DELAY`], and once more when the index
 //! is dropped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::cache::{self, CacheEntry, Outcome};
-use super::{index_subdirs, outputs, IndexError, IndexOptions, IndexSummary};
+use super::outputs::patches::{PatchSource, PATCH_INSTRUCTIONS};
+use super::outputs::shards::{state_path, ShardMaps, ShardState};
+use super::outputs::{self, Plan, ShardsBefore};
+use super::{index_subdirs, IndexError, IndexOptions, IndexSummary};
 use crate::repodata::{IndexedPackage, SubdirRepodata};
 use crate::storage::{FileStat, LocalFs, Storage};
 
@@ -34,6 +38,7 @@ const CACHE_DELAY: Duration = Duration::from_secs(2);
 pub struct LiveIndex {
     storage: LocalFs,
     options: IndexOptions,
+    patches: Option<PatchSource>,
     subdirs: Mutex<BTreeMap<String, Arc<Subdir>>>,
     caches: CacheWriter,
 }
@@ -48,6 +53,39 @@ struct SubdirState {
     repodata: SubdirRepodata,
     cache: BTreeMap<String, CacheEntry>,
     version: u64,
+    /// The shards on disk, and what is remembered about them.
+    shards: ShardMaps,
+    shard_state: ShardState,
+    /// Names whose shards are out of date, with the version that made them
+    /// so.
+    dirty: BTreeMap<String, u64>,
+    /// The `patch_instructions.json` last written.
+    patch_file: Option<Vec<u8>>,
+}
+
+impl SubdirState {
+    fn new(index: super::SubdirIndex) -> Self {
+        let (shards, shard_state) = index.shards.unwrap_or_default();
+        Self {
+            repodata: index.repodata,
+            cache: index.cache,
+            version: 0,
+            shards,
+            shard_state,
+            dirty: BTreeMap::new(),
+            patch_file: None,
+        }
+    }
+
+    /// Marks the shard of the package at `file_name` (before and after an
+    /// update) out of date.
+    fn touch(&mut self, names: [Option<&IndexedPackage>; 2]) {
+        for package in names.into_iter().flatten() {
+            if let Some(name) = &package.name {
+                self.dirty.insert(name.clone(), self.version);
+            }
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -63,22 +101,20 @@ impl LiveIndex {
         storage: LocalFs,
         options: IndexOptions,
     ) -> Result<(Self, IndexSummary), IndexError> {
-        let (summary, indexed) = index_subdirs(&storage, &options)?;
+        let run = outputs::Run::new(&options)?;
+        let (summary, indexed) = index_subdirs(&storage, &options, &run)?;
         let subdirs = indexed
             .into_iter()
             .map(|index| {
-                let state = SubdirState {
-                    repodata: index.repodata,
-                    cache: index.cache,
-                    version: 0,
-                };
+                let state = SubdirState::new(index);
                 (state.repodata.subdir.clone(), Arc::new(Subdir::new(state)))
             })
             .collect();
-        let caches = CacheWriter::start(storage.clone());
+        let caches = CacheWriter::start(storage.clone(), options.write_shards);
         let live = Self {
             storage,
             options,
+            patches: run.patches,
             subdirs: Mutex::new(subdirs),
             caches,
         };
@@ -105,11 +141,15 @@ impl LiveIndex {
         let entry = CacheEntry::new(&stat, Outcome::Indexed(package.clone()));
         let (version, previous) = {
             let mut state = lock(&slot.state);
+            state.version += 1;
             let previous = (
-                state.repodata.packages.insert(name.clone(), package),
+                state
+                    .repodata
+                    .packages
+                    .insert(name.clone(), package.clone()),
                 state.cache.insert(name.clone(), entry),
             );
-            state.version += 1;
+            state.touch([previous.0.as_ref(), Some(&package)]);
             (state.version, previous)
         };
         self.commit(&slot, version, || {
@@ -145,6 +185,7 @@ impl LiveIndex {
                 return Ok(false);
             }
             state.version += 1;
+            state.touch([previous.0.as_ref(), None]);
             (state.version, previous)
         };
         self.commit(&slot, version, || {
@@ -166,39 +207,132 @@ impl LiveIndex {
             return Ok(()); // another upload's write covered ours
         }
         let started = Instant::now();
-        let (subdir, json, run_exports, snapshot) = {
+        let now = SystemTime::now();
+        let (subdir, plan, snapshot, dirty) = {
             let state = lock(&slot.state);
-            let repodata = &state.repodata;
-            let run_exports = self
-                .options
-                .run_exports
-                .then(|| repodata.run_exports_json(self.options.style));
-            (
-                repodata.subdir.clone(),
-                repodata.repodata_json(self.options.style),
-                run_exports,
-                state.version,
-            )
+            let dirty: BTreeSet<String> = state.dirty.keys().cloned().collect();
+            let before = ShardsBefore {
+                state: &state.shard_state,
+                maps: Some(&state.shards),
+                dirty: Some(&dirty),
+            };
+            let plan = outputs::plan(
+                &self.storage,
+                &state.repodata,
+                &self.options,
+                self.patches.as_ref(),
+                before,
+                now,
+            );
+            (state.repodata.subdir.clone(), plan, state.version, dirty)
         };
-        if let Err(err) = outputs::write_subdir_live(
-            &self.storage,
-            &subdir,
-            &json,
-            run_exports.as_deref(),
-            &self.options,
-        ) {
-            undo();
-            return Err(err);
+        let result = plan.and_then(|plan| self.write(slot, &subdir, plan));
+        let (maps, shard_state, expired, bytes) = match result {
+            Ok(written) => written,
+            Err(err) => {
+                undo();
+                return Err(err);
+            }
+        };
+        {
+            let mut state = lock(&slot.state);
+            match maps {
+                Some(maps) => {
+                    state.shards = maps;
+                    state.shard_state = shard_state;
+                    state
+                        .dirty
+                        .retain(|name, at| *at > snapshot || !dirty.contains(name));
+                }
+                None => state.dirty.clear(),
+            }
+        }
+        for file in expired {
+            if let Err(err) = self.storage.remove(&format!("{subdir}/{file}")) {
+                tracing::warn!("cannot remove retired shard {subdir}/{file}: {err}");
+            }
         }
         tracing::debug!(
-            "{subdir}: {} updates written in {:.0} ms ({} bytes of repodata.json)",
+            "{subdir}: {} updates written in {:.0} ms ({bytes} bytes of repodata.json)",
             snapshot - *written,
             started.elapsed().as_secs_f64() * 1000.0,
-            json.len()
         );
         *written = snapshot;
         self.caches.mark(slot);
         Ok(())
+    }
+
+    /// Writes a planned update: new shard files first (durable before any
+    /// index names them), then every other file staged and synced under a
+    /// temporary name, renamed into place in order, and one directory
+    /// sync. A failure before the renames changes nothing.
+    #[allow(clippy::type_complexity)]
+    fn write(
+        &self,
+        slot: &Subdir,
+        subdir: &str,
+        plan: Plan,
+    ) -> io::Result<(Option<ShardMaps>, ShardState, Vec<String>, usize)> {
+        let mut staged = Vec::new();
+        let patch_file = plan.patch_file;
+        let last_patch_file = lock(&slot.state).patch_file.clone();
+        if let Some(bytes) = &patch_file {
+            let on_disk = match &last_patch_file {
+                Some(last) => Some(last.clone()),
+                None => self
+                    .storage
+                    .read(&format!("{subdir}/{PATCH_INSTRUCTIONS}"))?,
+            };
+            if on_disk.as_ref() != Some(bytes) {
+                staged.push((
+                    vec![PATCH_INSTRUCTIONS.to_owned()],
+                    self.storage.stage(subdir, bytes)?,
+                ));
+            }
+        }
+        let mut bytes = 0;
+        if let Some(documents) = &plan.monolithic {
+            bytes = documents.repodata().len();
+            staged.extend(outputs::stage_live(
+                &self.storage,
+                subdir,
+                documents,
+                &self.options,
+            )?);
+        }
+        let (mut maps, mut shard_state, mut expired) = (None, ShardState::default(), Vec::new());
+        if let Some(shards) = plan.shards {
+            self.storage.create_all(&shards.write.shards)?;
+            // Identical indexes (no patches) share one file.
+            let mut indexes: Vec<(Vec<String>, &[u8])> = Vec::new();
+            for (path, index) in &shards.write.indexes {
+                let name = path.rsplit('/').next().unwrap_or(path).to_owned();
+                match indexes.last_mut() {
+                    Some((names, bytes)) if *bytes == index.as_slice() => names.push(name),
+                    _ => indexes.push((vec![name], index)),
+                }
+            }
+            for (names, bytes) in indexes {
+                staged.push((names, self.storage.stage(subdir, bytes)?));
+            }
+            if shards.state != lock(&slot.state).shard_state {
+                // Remembered by the cache writer; nothing depends on it
+                // being durable now.
+                tracing::trace!("{subdir}: shard state changed");
+            }
+            maps = Some(shards.write.maps);
+            shard_state = shards.state;
+            expired = shards.expired;
+        }
+        for (names, file) in staged {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            file.install(&names)?;
+        }
+        self.storage.sync_dir(subdir)?;
+        if patch_file.is_some() {
+            lock(&slot.state).patch_file = patch_file;
+        }
+        Ok((maps, shard_state, expired, bytes))
     }
 
     fn slot(&self, subdir: &str) -> io::Result<Arc<Subdir>> {
@@ -207,11 +341,11 @@ impl LiveIndex {
             return Ok(slot.clone());
         }
         self.storage.create_dir_all(subdir)?;
-        let slot = Arc::new(Subdir::new(SubdirState {
+        let slot = Arc::new(Subdir::new(SubdirState::new(super::SubdirIndex {
             repodata: SubdirRepodata::new(subdir),
             cache: BTreeMap::new(),
-            version: 0,
-        }));
+            shards: None,
+        })));
         subdirs.insert(subdir.to_owned(), slot.clone());
         Ok(slot)
     }
@@ -232,13 +366,24 @@ impl Subdir {
         }
     }
 
-    /// Writes the subdir's incremental cache as the state holds it now.
-    fn write_cache(&self, storage: &LocalFs) -> io::Result<()> {
-        let (subdir, bytes) = {
+    /// Writes the subdir's incremental cache (and what is remembered
+    /// about its shards) as the state holds it now.
+    fn write_cache(&self, storage: &LocalFs, shards: bool) -> io::Result<()> {
+        let (subdir, bytes, shard_state) = {
             let state = lock(&self.state);
-            (state.repodata.subdir.clone(), cache::to_bytes(&state.cache))
+            let shard_state = shards.then(|| state.shard_state.to_bytes());
+            (
+                state.repodata.subdir.clone(),
+                cache::to_bytes(&state.cache),
+                shard_state,
+            )
         };
         storage.create_dir_all(&format!("{subdir}/.cache"))?;
+        // The shard state first: it vouches for index files already
+        // written, and a cache without it only costs a rebuild.
+        if let Some(shard_state) = shard_state {
+            storage.write_atomic(&state_path(&subdir), &shard_state)?;
+        }
         storage.write_atomic(&cache::cache_path(&subdir), &bytes)?;
         Ok(())
     }
@@ -248,6 +393,7 @@ impl Subdir {
 struct CacheWriter {
     queue: Arc<CacheQueue>,
     storage: LocalFs,
+    shards: bool,
     /// `None` if the thread could not be started: caches are then written
     /// inline.
     thread: Option<JoinHandle<()>>,
@@ -257,6 +403,7 @@ struct CacheWriter {
 struct CacheQueue {
     pending: Mutex<Pending>,
     wake: Condvar,
+    shards: bool,
 }
 
 #[derive(Default)]
@@ -267,8 +414,11 @@ struct Pending {
 }
 
 impl CacheWriter {
-    fn start(storage: LocalFs) -> Self {
-        let queue = Arc::new(CacheQueue::default());
+    fn start(storage: LocalFs, shards: bool) -> Self {
+        let queue = Arc::new(CacheQueue {
+            shards,
+            ..CacheQueue::default()
+        });
         let (worker, worker_storage) = (queue.clone(), storage.clone());
         let thread = std::thread::Builder::new()
             .name("index-cache".into())
@@ -280,6 +430,7 @@ impl CacheWriter {
         Self {
             queue,
             storage,
+            shards,
             thread,
         }
     }
@@ -287,7 +438,7 @@ impl CacheWriter {
     fn mark(&self, slot: &Arc<Subdir>) {
         let name = lock(&slot.state).repodata.subdir.clone();
         if self.thread.is_none() {
-            CacheQueue::write(&self.storage, &name, slot);
+            CacheQueue::write(&self.storage, &name, slot, self.shards);
             return;
         }
         lock(&self.queue.pending).dirty.insert(name, slot.clone());
@@ -332,12 +483,12 @@ impl CacheQueue {
     fn flush(&self, storage: &LocalFs) {
         let dirty = std::mem::take(&mut lock(&self.pending).dirty);
         for (name, slot) in dirty {
-            Self::write(storage, &name, &slot);
+            Self::write(storage, &name, &slot, self.shards);
         }
     }
 
-    fn write(storage: &LocalFs, name: &str, slot: &Subdir) {
-        if let Err(err) = slot.write_cache(storage) {
+    fn write(storage: &LocalFs, name: &str, slot: &Subdir, shards: bool) {
+        if let Err(err) = slot.write_cache(storage, shards) {
             // Only costs re-reading some packages after a restart.
             tracing::warn!("cannot write the index cache of {name}: {err}");
         }

@@ -12,8 +12,9 @@ mod live;
 mod outputs;
 mod scan;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -23,6 +24,8 @@ pub use cache::cache_path;
 pub use cache::LeftOutReason;
 use cache::{CacheEntry, Outcome};
 pub use live::LiveIndex;
+pub use outputs::patches::PatchSourceError;
+pub use outputs::shards::DEFAULT_SHARD_RETENTION;
 pub use outputs::DEFAULT_ZSTD_LEVEL;
 
 use crate::package::read_package;
@@ -44,12 +47,47 @@ pub struct IndexOptions {
     /// Packages read at once; `None`: one per core. An object store wants
     /// more (each read mostly waits for the network).
     pub max_parallel: Option<usize>,
+
+    // conda-index's other outputs (issue 10), with its flags' meanings.
+    /// `repodata.json` and friends (`--no-write-monolithic` turns them off).
+    pub write_monolithic: bool,
+    /// CEP 16 shards (`--write-shards`).
+    pub write_shards: bool,
+    /// CEP 15 `--base-url`: where the packages are served from.
+    pub base_url: Option<String>,
+    /// `--patch-generator`: a `.conda`/`.tar.bz2` with instructions per
+    /// subdir, a `patch_instructions.json`, or a `.py` (run by `python`).
+    pub patch_generator: Option<PathBuf>,
+    /// The interpreter for a `.py` patch generator.
+    pub python: Option<PathBuf>,
+    /// `--update-only`: keep listing packages whose files are gone.
+    pub update_only: bool,
+    /// `--channel-name`: the name index.html and rss.xml show.
+    pub channel_name: Option<String>,
+    /// How long a shard that no index refers to is kept.
+    pub shard_retention: Duration,
 }
 
 impl IndexOptions {
     /// Checks the options on their own, before any file is touched.
     pub fn validate(&self) -> Result<(), IndexError> {
-        scan::check_names(&self.subdirs)
+        scan::check_names(&self.subdirs)?;
+        if !self.write_monolithic {
+            // conda-index's refusal, word for word.
+            let conflicting: Vec<&str> = [("--run-exports", self.run_exports)]
+                .into_iter()
+                .filter_map(|(flag, set)| set.then_some(flag))
+                .collect();
+            if !conflicting.is_empty() {
+                return Err(IndexError::Conflicting(conflicting.join(", ")));
+            }
+        }
+        if let Some(base_url) = &self.base_url {
+            if base_url.is_empty() || base_url.chars().any(char::is_whitespace) {
+                return Err(IndexError::BadBaseUrl(base_url.clone()));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -64,6 +102,14 @@ impl Default for IndexOptions {
             zstd_level: DEFAULT_ZSTD_LEVEL,
             progress: false,
             max_parallel: None,
+            write_monolithic: true,
+            write_shards: false,
+            base_url: None,
+            patch_generator: None,
+            python: None,
+            update_only: false,
+            channel_name: None,
+            shard_retention: DEFAULT_SHARD_RETENTION,
         }
     }
 }
@@ -94,6 +140,12 @@ pub struct IndexSummary {
 pub enum IndexError {
     #[error("{0:?} is not a subdir name (expected noarch or <platform>-<arch>, see CEP 26)")]
     InvalidSubdir(String),
+    #[error("Conflicting arguments: {0} require(s) --write-monolithic (the default setting).")]
+    Conflicting(String),
+    #[error("--base-url {0:?} is not a URL")]
+    BadBaseUrl(String),
+    #[error(transparent)]
+    Patch(#[from] PatchSourceError),
     #[error("{context}")]
     Io {
         context: String,
@@ -126,13 +178,16 @@ pub fn index_channel(
     storage: &dyn Storage,
     options: &IndexOptions,
 ) -> Result<IndexSummary, IndexError> {
-    index_subdirs(storage, options).map(|(summary, _)| summary)
+    let run = outputs::Run::new(options)?;
+    index_subdirs(storage, options, &run).map(|(summary, _)| summary)
 }
 
 /// One subdir's index as a run left it: what its outputs and cache hold.
 pub(crate) struct SubdirIndex {
     pub repodata: SubdirRepodata,
     pub cache: BTreeMap<String, CacheEntry>,
+    /// Its shards as written, when shards are.
+    pub shards: Option<(outputs::shards::ShardMaps, outputs::shards::ShardState)>,
 }
 
 /// [`index_channel`], also handing back every subdir's index (for the
@@ -140,6 +195,7 @@ pub(crate) struct SubdirIndex {
 pub(crate) fn index_subdirs(
     storage: &dyn Storage,
     options: &IndexOptions,
+    run: &outputs::Run,
 ) -> Result<(IndexSummary, Vec<SubdirIndex>), IndexError> {
     let pool = options.max_parallel.and_then(|threads| {
         rayon::ThreadPoolBuilder::new()
@@ -150,14 +206,15 @@ pub(crate) fn index_subdirs(
             .ok()
     });
     match pool {
-        Some(pool) => pool.install(|| index_in_pool(storage, options)),
-        None => index_in_pool(storage, options),
+        Some(pool) => pool.install(|| index_in_pool(storage, options, run)),
+        None => index_in_pool(storage, options, run),
     }
 }
 
 fn index_in_pool(
     storage: &dyn Storage,
     options: &IndexOptions,
+    run: &outputs::Run,
 ) -> Result<(IndexSummary, Vec<SubdirIndex>), IndexError> {
     let started = Instant::now();
     // Listing a subdir and loading its cache are most of a no-change run:
@@ -169,7 +226,7 @@ fn index_in_pool(
     let read = read_changed(storage, &mut jobs, options.progress);
     let results: Vec<_> = jobs
         .into_par_iter()
-        .map(|job| finish_subdir(storage, job, options))
+        .map(|job| finish_subdir(storage, job, options, run))
         .collect();
     let mut summary = IndexSummary {
         read,
@@ -270,6 +327,7 @@ fn finish_subdir(
     storage: &dyn Storage,
     job: SubdirJob,
     options: &IndexOptions,
+    run: &outputs::Run,
 ) -> Result<(SubdirIndex, Vec<LeftOut>, usize), IndexError> {
     let SubdirJob {
         name,
@@ -306,6 +364,18 @@ fn finish_subdir(
         }
         entries.insert(stat.name, entry);
     }
+    if options.update_only {
+        // conda-index's --update-only: packages whose files are gone stay.
+        for (file_name, entry) in &cache {
+            if let (false, Outcome::Indexed(package)) =
+                (entries.contains_key(file_name), &entry.outcome)
+            {
+                repodata.packages.insert(file_name.clone(), package.clone());
+                entries.insert(file_name.clone(), entry.clone());
+            }
+        }
+    }
+    let dirty = dirty_names(&cache, &entries);
     let context = |what: &str| format!("writing {what} of {name}/");
     // The cache is renamed after the outputs: a run killed in between only
     // re-reads packages.
@@ -316,13 +386,33 @@ fn finish_subdir(
             .map_err(|e| IndexError::io(context("the index cache"), e))?;
         extra.push((cache_path(&name), cache::to_bytes(&entries)));
     }
-    let written = outputs::write_subdir(storage, &repodata, options, extra)
+    let written = outputs::write_subdir(storage, &repodata, options, run, Some(dirty), extra)
         .map_err(|e| IndexError::io(context("metadata"), e))?;
     let index = SubdirIndex {
         repodata,
         cache: entries,
+        shards: written.shards,
     };
-    Ok((index, left_out, written))
+    Ok((index, left_out, written.files))
+}
+
+/// The package names whose shards an update from `old` to `new` entries
+/// may have changed.
+fn dirty_names(
+    old: &BTreeMap<String, CacheEntry>,
+    new: &BTreeMap<String, CacheEntry>,
+) -> BTreeSet<String> {
+    let name = |entry: Option<&CacheEntry>| match entry.map(|e| &e.outcome) {
+        Some(Outcome::Indexed(package)) => package.name.clone(),
+        _ => None,
+    };
+    let files: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    files
+        .into_iter()
+        .filter(|file| old.get(*file).map(|e| &e.outcome) != new.get(*file).map(|e| &e.outcome))
+        .flat_map(|file| [name(old.get(file)), name(new.get(file))])
+        .flatten()
+        .collect()
 }
 
 fn progress_bar(len: usize, enabled: bool) -> ProgressBar {

@@ -37,6 +37,26 @@ pub enum PackageError {
     UnsafeMember { member: String, why: String },
     #[error("no `{0}` member at the ZIP root")]
     MissingPkgArchive(String),
+    #[error("the ZIP central directory lists `{0}` more than once (readers disagree on which copy is the member)")]
+    ZipDuplicateEntry(String),
+    #[error(
+        "ZIP entry `{central}` has the local header name `{local}` (readers disagree on its name)"
+    )]
+    ZipNameMismatch { central: String, local: String },
+    #[error("{len} bytes at offset {offset} belong to no entry in the ZIP central directory (hidden data or a hidden local entry)")]
+    ZipUnlistedBytes { offset: u64, len: u64 },
+    #[error("malformed ZIP structure: {0}")]
+    ZipLayout(String),
+    #[error("unexpected ZIP entry `{0}` (a .conda holds only metadata.json and its info- and pkg- archives)")]
+    UnexpectedZipEntry(String),
+    #[error("tar member {member:?} {why}")]
+    DuplicateMember { member: String, why: &'static str },
+    #[error(
+        "tar member {0:?} is in the pkg- archive: info/ members belong in the info- archive only"
+    )]
+    InfoInPkgArchive(String),
+    #[error("{0}")]
+    TrailingData(String),
 }
 
 impl PackageError {

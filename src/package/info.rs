@@ -6,6 +6,7 @@ use std::io::{self, Read};
 
 use tar::{Archive, Entry, EntryType};
 
+use super::member_rules::normalised;
 pub(crate) use super::member_rules::MemberRules;
 use super::{PackageError, MAX_INFO_MEMBER_BYTES, MAX_SCANNED_BYTES};
 
@@ -25,7 +26,8 @@ pub struct InfoMembers {
 /// When to stop walking the tar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StopRule {
-    /// The tar holds only info members (`.conda`): read until all are found.
+    /// The tar holds only info members (`.conda`): read it to its end
+    /// (it is small), so that a second copy of a member is seen.
     EndOfInfoTar,
     /// A whole `.tar.bz2`: conda-build writes `info/` first, so once
     /// `index.json` is found, the first member outside `info/` ends the walk
@@ -109,14 +111,44 @@ fn scan<R: Read>(tar: R, walk: Walk, rules: &mut MemberRules) -> Result<Found, P
         {
             break;
         }
-        if name == INDEX_JSON.as_bytes() && found.index_json.is_none() {
-            found.index_json = Some(read_member(&mut entry, INDEX_JSON, walk)?);
-        } else if name == RUN_EXPORTS_JSON.as_bytes() && found.run_exports_json.is_none() {
-            found.run_exports_json = Some(read_member(&mut entry, RUN_EXPORTS_JSON, walk)?);
+        let wanted = if name == INDEX_JSON.as_bytes() {
+            Some(INDEX_JSON)
+        } else if name == RUN_EXPORTS_JSON.as_bytes() {
+            Some(RUN_EXPORTS_JSON)
+        } else {
+            None
+        };
+        // Small info files are read whole on a strict walk: their bytes
+        // tell an exact repeat (harmless, and real packages have them)
+        // from a second copy that differs.
+        let kind = entry.header().entry_type();
+        let small_info_file = name.starts_with(b"info/")
+            && matches!(kind, EntryType::Regular | EntryType::Continuous)
+            && entry.size() <= MAX_INFO_MEMBER_BYTES;
+        let content = match wanted {
+            Some(member) => Some(read_member(&mut entry, member, walk)?),
+            None if walk.strict && small_info_file => {
+                Some(read_member(&mut entry, "an info member", walk)?)
+            }
+            None => None,
+        };
+        if walk.strict {
+            rules.check_unique(&entry, content.as_deref())?;
         }
-        let all_found = found.index_json.is_some() && found.run_exports_json.is_some();
-        if all_found && walk.stop != StopRule::EveryMember {
-            break;
+        let (Some(member), Some(content)) = (wanted, content) else {
+            continue;
+        };
+        let slot = if member == INDEX_JSON {
+            &mut found.index_json
+        } else {
+            &mut found.run_exports_json
+        };
+        match slot {
+            // Clients install the last copy: indexing the first of two
+            // different ones would list metadata nobody installs.
+            Some(first) if *first != content => return Err(duplicate(&entry)),
+            Some(_) => {}
+            None => *slot = Some(content),
         }
     }
     if walk.stop == StopRule::EveryMember {
@@ -127,11 +159,27 @@ fn scan<R: Read>(tar: R, walk: Walk, rules: &mut MemberRules) -> Result<Found, P
     Ok(found)
 }
 
-/// The member's name with one leading `./` removed: some tools write
-/// `./info/index.json`, which conda itself installs correctly.
+/// The member's name as the path it installs to: some tools write
+/// `./info/index.json`, which conda itself installs correctly, and
+/// `info//index.json` lands in the same file, as `INFO/index.json` does
+/// on the case-folding file systems of macOS and Windows.
 fn member_name<R: Read>(entry: &Entry<'_, R>) -> Vec<u8> {
-    let raw = entry.path_bytes();
-    raw.strip_prefix(b"./").unwrap_or(&raw).to_vec()
+    let mut name = normalised(&entry.path_bytes());
+    if name.len() >= 5
+        && name
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"info/"))
+    {
+        name.make_ascii_lowercase();
+    }
+    name
+}
+
+fn duplicate<R: Read>(entry: &Entry<'_, R>) -> PackageError {
+    PackageError::DuplicateMember {
+        member: String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+        why: "names a path an earlier member already has (clients install the last copy)",
+    }
 }
 
 fn read_member<R: Read>(
@@ -174,6 +222,9 @@ fn scan_error(err: io::Error, walk: Walk) -> PackageError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = err.get_ref().map(|e| e as _);
     while let Some(inner) = source {
         if let Some(DecompressorError(message)) = inner.downcast_ref() {
+            if message.contains(super::bz2::AFTER_STREAM) {
+                return PackageError::TrailingData(message.clone());
+            }
             return PackageError::Decompression(message.clone());
         }
         source = inner.source();
@@ -192,6 +243,10 @@ pub(crate) struct DecompressorErrors<R>(R);
 impl<R> DecompressorErrors<R> {
     pub(crate) fn new(inner: R) -> Self {
         Self(inner)
+    }
+
+    pub(crate) fn into_inner(self) -> R {
+        self.0
     }
 }
 

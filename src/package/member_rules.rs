@@ -16,10 +16,21 @@
 //! though each looks harmless alone). Hard links are followed when they are
 //! made; symlinks once the whole package is known ([`MemberRules::finish`]),
 //! since a later link can redirect an earlier one.
+//!
+//! Every installer writes a member over an earlier one of the same path, so
+//! the last copy is what gets installed while a reader that stops at the
+//! first (ours, for `info/index.json`) sees another: two members naming the
+//! same path (`info/index.json`, `./info/index.json`, `info//index.json`)
+//! are refused, in one tar or across a `.conda`'s two. Under `info/` names
+//! are compared without case too, since macOS and Windows clients fold
+//! case (elsewhere real packages do ship names differing only in case,
+//! ncurses' terminfo). And `info/` belongs to the info archive alone:
+//! rattler reads `info/index.json` from the `pkg-` archive too.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
+use sha2::{Digest, Sha256};
 use tar::{Entry, EntryType};
 
 use super::PackageError;
@@ -34,9 +45,78 @@ const MAX_SYMLINK_HOPS: usize = 40;
 pub(crate) struct MemberRules {
     /// Normalised member name → link target, for every symlink so far.
     symlinks: HashMap<Vec<u8>, Vec<u8>>,
+    /// The path each member so far installs to (see [`install_key`]);
+    /// directories apart, since making one twice is harmless (real
+    /// packages list `info/` twice).
+    /// Each path's content digest, where the walk read it (small `info/`
+    /// files).
+    files: HashMap<Vec<u8>, Option<[u8; 32]>>,
+    directories: HashSet<Vec<u8>>,
+    /// Checking the `pkg-` part of a `.conda` now.
+    in_pkg_archive: bool,
+    /// Every path a member other than a directory installs, normalised,
+    /// in order: what was verified, for comparing with what clients
+    /// extract.
+    installed: Vec<Vec<u8>>,
 }
 
 impl MemberRules {
+    /// The paths the members other than directories install, in order.
+    pub(crate) fn into_installed(self) -> Vec<Vec<u8>> {
+        self.installed
+    }
+
+    /// The members that follow come from a `.conda`'s `pkg-` archive.
+    pub(crate) fn enter_pkg_archive(&mut self) {
+        self.in_pkg_archive = true;
+    }
+
+    /// Refuses a second member at the same path, and `info/` in the `pkg-`
+    /// archive. `content` is the member's bytes, when the walk read them: a
+    /// second copy with the same bytes is what the first installs, and
+    /// passes.
+    pub(crate) fn check_unique<R: Read>(
+        &mut self,
+        entry: &Entry<'_, R>,
+        content: Option<&[u8]>,
+    ) -> Result<(), PackageError> {
+        let name = entry.path_bytes();
+        let shown = || String::from_utf8_lossy(&name).into_owned();
+        let key = install_key(&name);
+        if self.in_pkg_archive && is_info(&key) {
+            return Err(PackageError::InfoInPkgArchive(shown()));
+        }
+        let kind = entry.header().entry_type();
+        if kind == EntryType::XGlobalHeader {
+            return Ok(());
+        }
+        if kind != EntryType::Directory {
+            self.installed.push(normalised(&name));
+        }
+        let digest = content.map(|bytes| <[u8; 32]>::from(Sha256::digest(bytes)));
+        let conflict = if kind == EntryType::Directory {
+            self.directories.insert(key.clone());
+            self.files
+                .contains_key(&key)
+                .then_some("is both a file and a directory")
+        } else if let Some(earlier) = self.files.insert(key.clone(), digest) {
+            (earlier.is_none() || earlier != digest).then_some(
+                "names a path an earlier member already has, with other content (clients install the last copy)",
+            )
+        } else {
+            self.directories
+                .contains(&key)
+                .then_some("is both a directory and a file")
+        };
+        if let Some(why) = conflict {
+            return Err(PackageError::DuplicateMember {
+                member: shown(),
+                why,
+            });
+        }
+        Ok(())
+    }
+
     /// Checks one member's name, type and link target.
     pub(crate) fn check<R: Read>(&mut self, entry: &Entry<'_, R>) -> Result<(), PackageError> {
         let name = entry.path_bytes();
@@ -159,8 +239,25 @@ impl MemberRules {
 }
 
 /// `./a//b/` and `a/b` name the same member.
-fn normalised(name: &[u8]) -> Vec<u8> {
+pub(crate) fn normalised(name: &[u8]) -> Vec<u8> {
     components(name).collect::<Vec<_>>().join(&b'/')
+}
+
+/// The path a member is installed to, as a client's file system tells
+/// paths apart: normalised, and without case under `info/`.
+fn install_key(name: &[u8]) -> Vec<u8> {
+    let mut key = normalised(name);
+    if is_info(&key) {
+        key.make_ascii_lowercase();
+    }
+    key
+}
+
+/// Whether a normalised name is `info` or lies under it, in any case.
+fn is_info(name: &[u8]) -> bool {
+    components(name)
+        .next()
+        .is_some_and(|first| first.eq_ignore_ascii_case(b"info"))
 }
 
 fn link_target<R: Read>(entry: &Entry<'_, R>) -> Option<Vec<u8>> {

@@ -20,6 +20,7 @@ mod error;
 pub(crate) mod info;
 mod member_rules;
 mod tar_bz2;
+mod zip_layout;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -114,14 +115,14 @@ pub fn read_package<R: Read + Seek>(
     let (members, digests) = match format {
         PackageFormat::TarBz2 => {
             let mut hashing = HashingReader::new(reader);
-            let members =
+            let (members, _) =
                 tar_bz2::read_info(&mut hashing, Walk::index(StopRule::FirstPayloadMember))?;
             hashing.drain()?;
             (members, hashing.finish())
         }
         PackageFormat::Conda => {
             let walk = Walk::index(StopRule::EndOfInfoTar);
-            let members = conda::read_info(&mut reader, format.stem(file_name), walk)?;
+            let (members, _) = conda::read_info(&mut reader, format.stem(file_name), walk)?;
             reader.seek(SeekFrom::Start(0))?;
             let mut hashing = HashingReader::new(reader);
             hashing.drain()?;
@@ -137,9 +138,19 @@ pub fn read_package<R: Read + Seek>(
 /// may expand to at most [`expansion_limit`] bytes. Digests are not
 /// computed here: an upload is hashed as it arrives.
 pub fn read_verified<R: Read + Seek>(
-    mut reader: R,
+    reader: R,
     file_name: &str,
 ) -> Result<InfoMembers, PackageError> {
+    read_verified_paths(reader, file_name).map(|(members, _)| members)
+}
+
+/// [`read_verified`], also returning every path a member other than a
+/// directory installs (normalised: `./a//b` is `a/b`), in archive order:
+/// what the server verified, to compare with what clients extract.
+pub fn read_verified_paths<R: Read + Seek>(
+    mut reader: R,
+    file_name: &str,
+) -> Result<(InfoMembers, Vec<String>), PackageError> {
     let format = PackageFormat::from_file_name(file_name).ok_or(PackageError::UnknownFormat)?;
     let size = reader.seek(SeekFrom::End(0))?;
     reader.seek(SeekFrom::Start(0))?;
@@ -148,10 +159,15 @@ pub fn read_verified<R: Read + Seek>(
         strict: true,
         limit: expansion_limit(size),
     };
-    match format {
-        PackageFormat::TarBz2 => tar_bz2::read_info(reader, walk),
-        PackageFormat::Conda => conda::read_info(reader, format.stem(file_name), walk),
-    }
+    let (members, paths) = match format {
+        PackageFormat::TarBz2 => tar_bz2::read_info(reader, walk)?,
+        PackageFormat::Conda => conda::read_info(reader, format.stem(file_name), walk)?,
+    };
+    let paths = paths
+        .into_iter()
+        .map(|path| String::from_utf8_lossy(&path).into_owned())
+        .collect();
+    Ok((members, paths))
 }
 
 /// Reads a package file from disk; see [`read_package`].

@@ -11,12 +11,24 @@ use super::bz2::Bz2Decoder;
 use super::info::{self, InfoMembers, MemberRules, Walk};
 use super::PackageError;
 
-pub(crate) fn read_info<R: Read>(file: R, walk: Walk) -> Result<InfoMembers, PackageError> {
-    let decoder = info::DecompressorErrors::new(Bz2Decoder::new(file));
+/// The info members and, on a strict walk, the paths verified (see
+/// [`MemberRules::into_installed`]).
+pub(crate) fn read_info<R: Read>(
+    file: R,
+    walk: Walk,
+) -> Result<(InfoMembers, Vec<Vec<u8>>), PackageError> {
+    // An upload must end with its first stream (see
+    // `Bz2Decoder::single_stream`); the index reads like conda-index.
+    let decoder = if walk.strict {
+        Bz2Decoder::single_stream(file)
+    } else {
+        Bz2Decoder::new(file)
+    };
+    let decoder = info::DecompressorErrors::new(decoder);
     let mut rules = MemberRules::default();
     let members = info::collect(decoder, walk, &mut rules)?;
     if walk.strict {
         rules.finish()?;
     }
-    Ok(members)
+    Ok((members, rules.into_installed()))
 }

@@ -6,8 +6,11 @@
 
 pub mod json;
 pub mod names;
+pub mod patch;
 mod record;
+pub mod shards;
 mod subdir;
+pub mod tree;
 mod upload;
 
 pub use json::{to_python_json, JsonStyle};
@@ -15,7 +18,7 @@ pub use names::{DistName, FileNameError, GrammarError, PackageFileName, Subdir, 
 pub use record::{
     build_record, normalise_run_exports, parse_index_json, record_from, RecordError, STRIPPED_KEYS,
 };
-pub use subdir::{IndexedPackage, SubdirRepodata};
+pub use subdir::{IndexedPackage, RepodataView, SubdirRepodata};
 pub use upload::{UploadRecord, UploadRecordError};
 
 /// Digests for records built in unit tests.

@@ -44,7 +44,38 @@ pub struct Subdir(String);
 #[error("{0:?} is not a subdir name (noarch or <platform>-<arch> in lowercase letters and digits, CEP 26)")]
 pub struct SubdirError(pub String);
 
+/// conda's `KNOWN_SUBDIRS` (`conda/base/constants.py`) with the platforms
+/// conda-forge builds for that it does not list yet (`emscripten-wasm32`,
+/// `wasi-wasm32`): names that mean a platform directory, not a channel,
+/// even where CEP 26 would accept a channel name such as `my-channel` too.
+pub const KNOWN_PLATFORMS: &[&str] = &[
+    "noarch",
+    "emscripten-wasm32",
+    "wasi-wasm32",
+    "freebsd-64",
+    "linux-32",
+    "linux-64",
+    "linux-aarch64",
+    "linux-armv6l",
+    "linux-armv7l",
+    "linux-ppc64",
+    "linux-ppc64le",
+    "linux-riscv64",
+    "linux-s390x",
+    "osx-64",
+    "osx-arm64",
+    "win-32",
+    "win-64",
+    "win-arm64",
+    "zos-z",
+];
+
 impl Subdir {
+    /// Whether `name` is one of conda's [`KNOWN_PLATFORMS`].
+    pub fn is_known_platform(name: &str) -> bool {
+        KNOWN_PLATFORMS.contains(&name)
+    }
+
     pub fn parse(name: &str) -> Result<Self, SubdirError> {
         if Self::is_valid(name) {
             Ok(Self(name.to_owned()))

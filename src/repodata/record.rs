@@ -95,10 +95,22 @@ impl IndexedPackage {
         members: &InfoMembers,
         digests: &Digests,
     ) -> Result<Self, RecordError> {
+        let record = record_from(index, digests);
+        let run_exports_json = members.run_exports_json.as_deref();
+        let run_exports = normalise_run_exports(run_exports_json)?;
+        let extras = super::shards::shard_extras(
+            &members.index_json,
+            digests,
+            run_exports_json,
+            &record,
+            &run_exports,
+        )?;
         Ok(Self {
-            record: record_from(index, digests),
-            run_exports: normalise_run_exports(members.run_exports_json.as_deref())?,
+            record,
+            run_exports,
             sha256: digests.sha256.clone(),
+            name: extras.name,
+            shard_record: extras.shard_record,
         })
     }
 }
@@ -140,7 +152,7 @@ fn parse(member: &'static str, bytes: &[u8]) -> Result<Value, RecordError> {
 }
 
 /// Maximum bracket nesting of a JSON text, ignoring brackets inside strings.
-fn nesting_depth(bytes: &[u8]) -> usize {
+pub(crate) fn nesting_depth(bytes: &[u8]) -> usize {
     let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
     for &b in bytes {
         if in_string {

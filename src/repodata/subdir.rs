@@ -12,13 +12,29 @@ use super::json::{to_python_json, write_string, JsonStyle};
 use crate::package::PackageFormat;
 
 /// What the index keeps per package: its record and run_exports, each as
-/// compact conda-index JSON, and the file's sha256 (also in the record;
-/// kept apart so it never has to be parsed back out).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// compact conda-index JSON, the file's sha256 (also in the record; kept
+/// apart so it never has to be parsed back out), and what its CEP 16 shard
+/// entry needs ([`ShardExtras`](super::shards::ShardExtras)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IndexedPackage {
     pub record: String,
     pub run_exports: String,
     pub sha256: String,
+    /// `index.json`'s `name`, when it is a string: the shard it goes in.
+    pub name: Option<String>,
+    /// The record in `index.json`'s key order, when that is not the
+    /// default order (see `repodata::shards`).
+    pub shard_record: Option<String>,
+}
+
+/// How `repodata.json` differs from what the packages say: records a patch
+/// changed (`None`: dropped), the files it removed (sorted), and a CEP 15
+/// `base_url`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RepodataView<'a> {
+    pub base_url: Option<&'a str>,
+    pub overrides: Option<&'a BTreeMap<String, Option<String>>>,
+    pub removed: &'a [String],
 }
 
 /// Every indexed package of one subdir, keyed by file name.
@@ -44,14 +60,37 @@ impl SubdirRepodata {
     /// `repodata.json` (and `repodata_from_packages.json`, identical without
     /// patches).
     pub fn repodata_json(&self, style: JsonStyle) -> Vec<u8> {
+        self.repodata_json_view(style, &RepodataView::default())
+    }
+
+    /// `repodata.json` with patched records and a CEP 15 `base_url`
+    /// (which makes it `repodata_version` 2, as conda-index writes it).
+    pub fn repodata_json_view(&self, style: JsonStyle, view: &RepodataView) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.estimated_size());
-        out.extend_from_slice(b"{\"info\":{\"subdir\":");
+        out.extend_from_slice(b"{\"info\":{");
+        if let Some(base_url) = view.base_url {
+            out.extend_from_slice(b"\"base_url\":");
+            write_string(&mut out, base_url);
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"subdir\":");
         write_string(&mut out, &self.subdir);
         out.extend_from_slice(b"},\"packages\":");
-        self.write_section(&mut out, PackageFormat::TarBz2, |p| &p.record);
+        self.write_section(&mut out, PackageFormat::TarBz2, view.overrides);
         out.extend_from_slice(b",\"packages.conda\":");
-        self.write_section(&mut out, PackageFormat::Conda, |p| &p.record);
-        out.extend_from_slice(b",\"removed\":[],\"repodata_version\":1}");
+        self.write_section(&mut out, PackageFormat::Conda, view.overrides);
+        out.extend_from_slice(b",\"removed\":[");
+        for (i, file_name) in view.removed.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_string(&mut out, file_name);
+        }
+        out.extend_from_slice(if view.base_url.is_some() {
+            b"],\"repodata_version\":2}"
+        } else {
+            b"],\"repodata_version\":1}"
+        });
         restyle(out, style)
     }
 
@@ -73,16 +112,23 @@ impl SubdirRepodata {
         &self,
         out: &mut Vec<u8>,
         format: PackageFormat,
-        json: impl Fn(&IndexedPackage) -> &String,
+        overrides: Option<&BTreeMap<String, Option<String>>>,
     ) {
         out.push(b'{');
-        for (i, (file_name, package)) in self.in_section(format).enumerate() {
-            if i > 0 {
+        let mut first = true;
+        for (file_name, package) in self.in_section(format) {
+            let record = match overrides.and_then(|o| o.get(file_name)) {
+                Some(Some(patched)) => patched,
+                Some(None) => continue, // removed by a patch
+                None => &package.record,
+            };
+            if !first {
                 out.push(b',');
             }
+            first = false;
             write_string(out, file_name);
             out.push(b':');
-            out.extend_from_slice(json(package).as_bytes());
+            out.extend_from_slice(record.as_bytes());
         }
         out.push(b'}');
     }
@@ -151,7 +197,7 @@ mod tests {
                 IndexedPackage {
                     record: format!("{{\"fn\":\"{name}\"}}"),
                     run_exports: "{}".into(),
-                    sha256: String::new(),
+                    ..IndexedPackage::default()
                 },
             );
         }

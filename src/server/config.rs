@@ -77,7 +77,7 @@ pub enum ConfigError {
 
 impl ServeConfig {
     /// The defaults for a channel at `root`: the native index writing
-    /// `repodata.json.zst` at [`SERVE_ZSTD_LEVEL`], the default limits, a
+    /// `repodata.json.zst` at [`SERVE_ZSTD_LEVEL`] and CEP 16 shards, the default limits, a
     /// self-signed certificate, port 9999. No token: add at least one.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
@@ -91,6 +91,7 @@ impl ServeConfig {
             indexer: Indexer::Native(IndexOptions {
                 zst: true,
                 zstd_level: SERVE_ZSTD_LEVEL,
+                write_shards: true,
                 ..IndexOptions::default()
             }),
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9999),

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::access_log::UploadNote;
+use super::part_headers::PartHeaderTooLarge;
 use crate::publish::PublishError;
 use crate::repodata::FileNameError;
 use crate::storage::is_storage_full;
@@ -25,6 +26,17 @@ const RETRY_AFTER_SECONDS: &str = "5";
 pub enum ApiError {
     #[error("missing or invalid token")]
     Unauthorized,
+    /// The original protocol's `token` field must come before the file,
+    /// so nothing is staged for a client that has not authenticated.
+    #[error("missing or invalid token (the token field must come before the artifact field)")]
+    TokenAfterArtifact,
+    /// Too many wrong tokens from this address (`wrong_tokens`); retry
+    /// after the seconds given.
+    #[error("too many wrong tokens from this address; retry in {0} seconds")]
+    TooManyWrongTokens(u64),
+    /// A multipart part's header block past the cap (`part_headers`).
+    #[error(transparent)]
+    PartHeaderTooLarge(PartHeaderTooLarge),
     #[error("{0}")]
     BadRequest(String),
     #[error("malformed query string: {0}")]
@@ -72,7 +84,9 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::TokenAfterArtifact => StatusCode::UNAUTHORIZED,
+            Self::TooManyWrongTokens(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::PartHeaderTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BadRequest(_)
             | Self::BadQuery(_)
             | Self::BadMultipart(_)
@@ -134,8 +148,11 @@ impl From<std::io::Error> for ApiError {
 impl From<axum::Error> for ApiError {
     /// A request body that broke off mid-way, or arrived too slowly.
     fn from(err: axum::Error) -> Self {
-        match too_slow(&err) {
-            Some(slow) => Self::TooSlow(*slow),
+        if let Some(slow) = too_slow(&err) {
+            return Self::TooSlow(*slow);
+        }
+        match cause::<PartHeaderTooLarge>(&err) {
+            Some(long) => Self::PartHeaderTooLarge(*long),
             None => Self::BadBody(err),
         }
     }
@@ -153,10 +170,18 @@ pub struct TooSlow {
 /// Whether a body error (however deeply wrapped, e.g. by the multipart
 /// parser) is a [`TooSlow`] cut-off.
 pub fn too_slow<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a TooSlow> {
+    cause::<TooSlow>(err)
+}
+
+/// The first error of type `T` in `err`'s chain of sources (body streams
+/// report their cut-offs inside the errors of the parsers reading them).
+pub fn cause<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
     let mut next = Some(err);
     while let Some(err) = next {
-        if let Some(slow) = err.downcast_ref::<TooSlow>() {
-            return Some(slow);
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
         }
         next = err.source();
     }
@@ -173,7 +198,7 @@ impl IntoResponse for ApiError {
         }
         let body = Json(serde_json::json!({ "error": self.public_message() }));
         let mut response = (status, body).into_response();
-        if matches!(self, Self::Unauthorized) {
+        if matches!(self, Self::Unauthorized | Self::TokenAfterArtifact) {
             // Lets a browser (or curl --anyauth) offer to log in.
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -185,6 +210,11 @@ impl IntoResponse for ApiError {
                 header::RETRY_AFTER,
                 header::HeaderValue::from_static(RETRY_AFTER_SECONDS),
             );
+        }
+        if let Self::TooManyWrongTokens(seconds) = &self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(*seconds));
         }
         response
     }

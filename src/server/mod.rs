@@ -8,28 +8,38 @@
 //! layers), [`auth`] (the front door: where a token comes from, and the
 //! extractors that check it first), `handlers/` (one module per protocol,
 //! and `files` for reads), [`listing`] (directory pages), [`staging`]
-//! (receiving bodies), [`pending`] (anaconda.org-style uploads between
-//! their steps), [`slow_clients`] (timeouts and the minimum upload
-//! rate), [`error`] (every status code), [`access_log`], [`tls`]. [`run`]
+//! (receiving bodies), [`slow_clients`] (timeouts and the minimum upload
+//! rate), [`idle_connections`] (closing connections with no request),
+//! [`request_limits`] and [`part_headers`] (refusals before any handler),
+//! [`wrong_tokens`] (a limit on guessing), [`lingering`] (refused bodies
+//! drained so the refusal is read), [`pending`] (anaconda.org-style
+//! uploads between their steps), [`error`] (every status code),
+//! [`access_log`], [`tls`]. [`run`]
 //! takes its listener and shutdown signal as parameters, so tests start it
 //! on port 0 and stop it cleanly.
 //!
-//! A request goes one way: router → access log → slow-client guard →
-//! front door (`auth`) → handler → `publish` → the JSON answer (`error`
-//! for every refusal).
+//! A request goes one way: router → access log → lingering close →
+//! wrong-token limit → early refusals → slow-client guard → front door
+//! (`auth`) → handler → `publish` → the JSON answer (`error` for every
+//! refusal).
 
 pub mod access_log;
 pub mod auth;
 pub mod config;
 pub mod error;
 mod handlers;
+pub mod idle_connections;
+pub mod lingering;
 pub mod listing;
+pub mod part_headers;
 pub mod pending;
+pub mod request_limits;
 pub mod router;
 pub mod slow_clients;
 pub mod staging;
 pub mod state;
 pub mod tls;
+pub mod wrong_tokens;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -38,6 +48,7 @@ use std::time::Duration;
 
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 
+use idle_connections::IdleAcceptor;
 use slow_clients::FirstBytesAcceptor;
 
 pub use config::{Indexer, ServeConfig, TlsSetting};
@@ -74,13 +85,15 @@ pub async fn run(
     match tls {
         Some(tls) => {
             let tls = RustlsAcceptor::new(tls).handshake_timeout(wait);
-            let mut server = server.acceptor(FirstBytesAcceptor::new(tls, wait));
+            let first_bytes = FirstBytesAcceptor::new(tls, wait);
+            let mut server = server.acceptor(IdleAcceptor::new(first_bytes, wait));
             slow_clients::http_timeouts(server.http_builder(), &limits);
             server.serve(app).await
         }
         None => {
             let plain = axum_server::accept::DefaultAcceptor::new();
-            let mut server = server.acceptor(FirstBytesAcceptor::new(plain, wait));
+            let first_bytes = FirstBytesAcceptor::new(plain, wait);
+            let mut server = server.acceptor(IdleAcceptor::new(first_bytes, wait));
             slow_clients::http_timeouts(server.http_builder(), &limits);
             server.serve(app).await
         }

@@ -8,17 +8,15 @@ use axum::{middleware, Router};
 
 use super::access_log::log_request;
 use super::handlers;
+use super::idle_connections;
+use super::lingering;
+use super::request_limits;
 use super::slow_clients;
 use super::state::AppState;
-
-/// Room in a request body for the form fields around the package.
-const FORM_OVERHEAD_BYTES: u64 = 1024 * 1024;
+use super::wrong_tokens;
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let body_limit = state
-        .limits
-        .max_upload_bytes
-        .saturating_add(FORM_OVERHEAD_BYTES);
+    let body_limit = request_limits::body_limit(state.limits.max_upload_bytes, true);
     Router::new()
         // Uploads: the original request, prefix.dev (multipart or raw),
         // quetz (raw or multipart), plain PUT; anaconda.org's API below.
@@ -67,7 +65,25 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             slow_clients::min_rate,
         ))
+        // Before any handler (and its token check): a declared size past
+        // the limit, long part headers, an address guessing tokens.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_limits::refuse_early,
+        ))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(wrong_tokens::WrongTokens::default()),
+            wrong_tokens::limit,
+        ))
+        // Outside the rate guard and the early refusals: it owns the raw
+        // body, so what a refusal left unread can still be drained.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            lingering::linger,
+        ))
         .layer(middleware::from_fn(log_request))
+        // Outermost: a connection is busy until the response is sent.
+        .layer(middleware::from_fn(idle_connections::hold))
         .with_state(state)
 }
 

@@ -5,6 +5,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,8 +33,19 @@ pub struct NamedToken {
 pub struct Limits {
     /// Largest accepted package, in bytes (413 past it).
     pub max_upload_bytes: u64,
-    /// Uploads received at once; more are turned away with 503.
+    /// Uploads received at once; more wait in the upload queue.
     pub max_concurrent_uploads: usize,
+    /// How long an upload past `max_concurrent_uploads` waits for a slot
+    /// before it is turned away with 503 (zero: at once). Waiting costs a
+    /// connection, not memory: its body is not read meanwhile.
+    pub upload_queue_timeout: Duration,
+    /// Uploads that may wait at once; more are turned away with 503.
+    pub max_queued_uploads: usize,
+    /// Bytes of a refused request's body read and discarded so its client
+    /// can read the refusal (see `lingering`).
+    pub linger_bytes: u64,
+    /// How long a refused request's body is read and discarded at most.
+    pub linger_time: Duration,
     /// A client that sends nothing for this long is cut off (408).
     pub idle_timeout: Duration,
     /// A client must send its request headers within this time.
@@ -48,6 +60,14 @@ impl Default for Limits {
         Self {
             max_upload_bytes: 4 * 1024 * 1024 * 1024,
             max_concurrent_uploads: 16,
+            // Generous: 64 CI jobs uploading at once over ordinary links
+            // all get through (issue 14.2).
+            upload_queue_timeout: Duration::from_secs(60),
+            max_queued_uploads: 1024,
+            // nginx's lingering_time; bytes enough for any package a
+            // client sends whole before reading the answer in that time.
+            linger_bytes: 256 * 1024 * 1024,
+            linger_time: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             header_timeout: Duration::from_secs(30),
             min_upload_rate: 1024,
@@ -79,6 +99,8 @@ pub struct AppState {
     /// anaconda.org-style uploads between their stage and commit.
     pub pending: PendingUploads,
     upload_slots: Arc<Semaphore>,
+    /// Uploads waiting for a slot now.
+    queued: AtomicUsize,
     /// Held while the state lives: one writer per channel.
     _lock: ChannelLock,
 }
@@ -160,6 +182,7 @@ impl AppState {
                 TlsSetting::Files { .. } | TlsSetting::SelfSigned => "https",
             }),
             upload_slots: Arc::new(Semaphore::new(config.limits.max_concurrent_uploads.max(1))),
+            queued: AtomicUsize::new(0),
             _lock: lock,
         })
     }
@@ -186,14 +209,65 @@ impl AppState {
         found.ok_or(ApiError::Unauthorized)
     }
 
-    /// A slot for one upload (503 when all are taken). Asynchronous so
-    /// that it can become a wait in a bounded queue.
+    /// A slot for one upload: at once if one is free, else after waiting
+    /// in the queue (first come, first served) for up to
+    /// `upload_queue_timeout`; 503 after that, or at once when the queue
+    /// is full.
     pub async fn upload_slot(&self) -> Result<UploadSlot, ApiError> {
-        self.upload_slots
-            .clone()
-            .try_acquire_owned()
-            .map(|permit| UploadSlot { _permit: permit })
-            .map_err(|_| ApiError::Busy)
+        if let Ok(permit) = self.upload_slots.clone().try_acquire_owned() {
+            return Ok(UploadSlot { _permit: permit });
+        }
+        let limits = &self.limits;
+        if limits.upload_queue_timeout.is_zero() {
+            return Err(ApiError::Busy);
+        }
+        let place = Queued::join(&self.queued);
+        if place.ahead >= limits.max_queued_uploads {
+            return Err(ApiError::Busy);
+        }
+        let started = std::time::Instant::now();
+        let acquired = tokio::time::timeout(
+            limits.upload_queue_timeout,
+            self.upload_slots.clone().acquire_owned(),
+        )
+        .await;
+        drop(place);
+        match acquired {
+            Ok(Ok(permit)) => {
+                tracing::debug!(
+                    "upload slot after {:.2} s in the queue",
+                    started.elapsed().as_secs_f64()
+                );
+                Ok(UploadSlot { _permit: permit })
+            }
+            // Timed out (or the semaphore closed, which it never is).
+            Ok(Err(_)) | Err(_) => Err(ApiError::Busy),
+        }
+    }
+
+    /// Uploads waiting for a slot now.
+    pub fn queued_uploads(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+}
+
+/// A place in the upload queue, given up when dropped.
+struct Queued<'a> {
+    count: &'a AtomicUsize,
+    /// Uploads that were waiting when this one joined.
+    ahead: usize,
+}
+
+impl<'a> Queued<'a> {
+    fn join(count: &'a AtomicUsize) -> Self {
+        let ahead = count.fetch_add(1, Ordering::Relaxed);
+        Self { count, ahead }
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

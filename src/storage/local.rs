@@ -106,14 +106,25 @@ impl LocalFs {
     }
 }
 
+/// How many files [`Storage::create_all`] syncs one by one; more get one
+/// `syncfs` for the whole file system.
+const SYNC_EACH_UP_TO: usize = 16;
+
 /// A durable temporary file in `dir` holding `bytes`, readable by all.
 fn temp_file_with(dir: &Path, bytes: &[u8]) -> io::Result<tempfile::NamedTempFile> {
+    let temp = unsynced_temp_file_with(dir, bytes)?;
+    temp.as_file().sync_all()?;
+    Ok(temp)
+}
+
+/// A temporary file in `dir` holding `bytes`, readable by all, not yet
+/// synced to disk.
+fn unsynced_temp_file_with(dir: &Path, bytes: &[u8]) -> io::Result<tempfile::NamedTempFile> {
     let mut temp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
         .tempfile_in(dir)?;
     temp.write_all(bytes)?;
     set_public_read(temp.as_file())?;
-    temp.as_file().sync_all()?;
     Ok(temp)
 }
 
@@ -297,6 +308,40 @@ impl Storage for LocalFs {
             File::open(dir)?.sync_all()?; // make the renames themselves durable
         }
         Ok(count)
+    }
+
+    fn create_all(&self, files: &[(String, Vec<u8>)]) -> io::Result<usize> {
+        // A cold index writes a shard per package name: thousands of files.
+        // Past a few, one file-system sync replaces an fsync per file.
+        let batch = files.len() > SYNC_EACH_UP_TO;
+        let mut dirs = std::collections::BTreeSet::new();
+        let mut created = 0;
+        for (path, bytes) in files {
+            let (full, dir) = self.target(path)?;
+            if full.exists() {
+                continue;
+            }
+            let temp = if batch {
+                unsynced_temp_file_with(&dir, bytes)?
+            } else {
+                temp_file_with(&dir, bytes)?
+            };
+            match fs::hard_link(temp.path(), &full) {
+                Ok(()) => created += 1,
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(err) => return Err(err),
+            }
+            dirs.insert(dir);
+        }
+        if batch && created > 0 {
+            if let Some(dir) = dirs.first() {
+                rustix::fs::syncfs(File::open(dir)?)?;
+            }
+        }
+        for dir in dirs {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(created)
     }
 
     fn remove(&self, path: &str) -> io::Result<bool> {

@@ -222,6 +222,20 @@ pub trait Storage: Sync + Send {
     /// object atomically, in the same order, but not all as one step.)
     fn write_atomic_all(&self, files: &[(String, Vec<u8>)], stale: &[String]) -> io::Result<usize>;
     /// Removes a file; `false` if it was not there.
+    /// Creates each of `files` that does not exist yet, leaving existing
+    /// ones alone (content-addressed files, such as CEP 16 shards, whose
+    /// name says their content); returns how many were created.
+    fn create_all(&self, files: &[(String, Vec<u8>)]) -> io::Result<usize> {
+        let mut created = 0;
+        for (path, bytes) in files {
+            match self.put(path, bytes, PutMode::Create) {
+                Ok(_) => created += 1,
+                Err(PutError::AlreadyExists(_)) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(created)
+    }
     fn remove(&self, path: &str) -> io::Result<bool>;
     /// Makes a directory (nothing to do in an object store, where
     /// directories are key prefixes).

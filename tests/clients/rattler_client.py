@@ -4,7 +4,9 @@ solving and installing from a channel served by artifact-upload-handler.
 Usage: rattler_client.py CHANNEL_URL PLATFORM PREFIX CACHE_DIR SPEC...
 
 Trusts the certificate in SSL_CERT_FILE (rattler's "system" roots) and reads
-repodata.json / repodata.json.zst, with sharded repodata disabled. Prints one
+repodata.json / repodata.json.zst, with sharded repodata disabled, unless
+AUH_RATTLER_DEFAULTS=1 asks for rattler's default settings (which fetch CEP 16
+shards when the channel has them). Prints one
 JSON object: {"records": [{"name", "version", "url", "sha256"}...]} after
 installing them into PREFIX (rattler checks each download against the sha256
 in the metadata), or {"error": "..."} with exit status 3 when the specs
@@ -24,11 +26,14 @@ from rattler.exceptions import SolverError
 async def main(channel, platform, prefix, cache_dir, specs):
     config = Config.from_toml('tls-root-certs = "system"')
     client = Client.from_config(config, max_retries=0)
-    gateway = Gateway(
-        cache_dir=cache_dir,
-        default_config=SourceConfig(sharded_enabled=False),
-        client=client,
-    )
+    if os.environ.get("AUH_RATTLER_DEFAULTS") == "1":
+        gateway = Gateway(cache_dir=cache_dir, client=client)
+    else:
+        gateway = Gateway(
+            cache_dir=cache_dir,
+            default_config=SourceConfig(sharded_enabled=False),
+            client=client,
+        )
     try:
         records = await rattler.solve(
             sources=[channel],

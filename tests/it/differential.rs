@@ -31,7 +31,7 @@ const OUTPUTS: [&str; 3] = [
 ];
 
 /// A package whose `info/index.json` is exactly `index_json`.
-fn raw(
+pub(crate) fn raw(
     name: &str,
     version: &str,
     build: &str,
@@ -49,7 +49,7 @@ fn raw(
 /// Packages with hand-written index.json text, in both formats and both
 /// subdirs. Each JSON text is a Rust raw string, so `\u00e9` below is the
 /// six-character JSON escape while `é` is the raw UTF-8 character.
-fn odd_packages() -> Vec<PackageSpec> {
+pub(crate) fn odd_packages() -> Vec<PackageSpec> {
     let mut specs = Vec::new();
 
     // Strings: raw non-ASCII, escaped non-ASCII, above U+FFFF raw and as a
@@ -221,7 +221,7 @@ fn run_exports_packages() -> Vec<PackageSpec> {
 
 /// Writes `specs` under `root/<subdir>/` and makes sure every subdir of
 /// `subdirs` exists (noarch is required by both indexers anyway).
-fn write_channel(root: &Path, specs: &[PackageSpec], subdirs: &[&str]) {
+pub(crate) fn write_channel(root: &Path, specs: &[PackageSpec], subdirs: &[&str]) {
     for subdir in subdirs {
         fs::create_dir_all(root.join(subdir)).unwrap();
     }
@@ -287,7 +287,7 @@ fn check_compressed_copies(dir: &Path, name: &str, json: &[u8], flags: &[&str]) 
 
 /// Asserts `ours == oracle`; on failure shows both texts when short, else
 /// the first differing offset with context.
-fn assert_same_bytes(what: &str, oracle: &[u8], ours: &[u8]) {
+pub(crate) fn assert_same_bytes(what: &str, oracle: &[u8], ours: &[u8]) {
     if oracle == ours {
         return;
     }

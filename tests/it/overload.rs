@@ -245,7 +245,13 @@ fn hundreds_of_uploads_at_once_get_201_or_503_in_bounded_memory() {
     let args = serve_args(
         &channel,
         Some((&cert, &key)),
-        &["--max-concurrent-uploads", &cap],
+        // No queue: past the cap is turned away at once.
+        &[
+            "--max-concurrent-uploads",
+            &cap,
+            "--upload-queue-timeout",
+            "0",
+        ],
     );
     let served = Served::start(dir.path(), &args, &[]);
     // HTTP/1.1: one connection per upload (over HTTP/2 the client would

@@ -35,6 +35,9 @@ use block::BlockDecoder;
 const BLOCK_MAGIC: u64 = 0x3141_5926_5359;
 const EOS_MAGIC: u64 = 0x1772_4538_5090;
 
+/// What [`Bz2Decoder::single_stream`] says of bytes after its stream.
+pub const AFTER_STREAM: &str = "data after the end of the bzip2 stream (a second stream or trailing bytes, which conda and rattler read differently)";
+
 fn invalid(msg: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
@@ -82,6 +85,8 @@ pub struct Bz2Decoder<R: Read> {
     max_block: usize,
     combined_crc: u32,
     walk: Walk,
+    /// Refuse anything after the first stream.
+    single: bool,
 }
 
 impl<R: Read> Bz2Decoder<R> {
@@ -101,6 +106,18 @@ impl<R: Read> Bz2Decoder<R> {
                 crc: 0,
                 stored_crc: 0,
             },
+            single: false,
+        }
+    }
+
+    /// A decoder that ends with the first stream and refuses anything after
+    /// it: rattler (the `bzip2` crate's `BzDecoder`) stops there, while
+    /// Python's `bz2` (conda) reads on into a second stream, so a package
+    /// whose tar continues past the first stream installs differently.
+    pub fn single_stream(inner: R) -> Self {
+        Self {
+            single: true,
+            ..Self::new(inner)
         }
     }
 
@@ -138,6 +155,9 @@ impl<R: Read> Bz2Decoder<R> {
                 return Err(invalid("stream crc mismatch"));
             }
             self.br.align_to_byte();
+            if self.single && self.br.has_more()? {
+                return Err(invalid(AFTER_STREAM));
+            }
             self.state = if self.br.has_more()? {
                 State::StreamHeader
             } else {

@@ -35,14 +35,29 @@ use crate::server::state::AppState;
 use crate::token::Token;
 
 /// Packages never change in place (unless overwrites are allowed), so
-/// clients may keep them for a year.
+/// clients may keep them for a year; so may CEP 16 shards, whose names are
+/// their content's hash.
 const IMMUTABLE: &str = "max-age=31536000, immutable";
 
 pub async fn serve_file(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    match handle(&state, request).await {
+    let shard_path = request
+        .uri()
+        .path()
+        .rsplit('/')
+        .next()
+        .is_some_and(|name| name.ends_with(".msgpack.zst"));
+    let mut response = match handle(&state, request).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
+    };
+    // conda remembers a missing shard (or shard index) for 7 days unless
+    // told not to; one may appear with the next upload.
+    if shard_path && response.status() == StatusCode::NOT_FOUND {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
+    response
 }
 
 async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError> {
@@ -69,10 +84,12 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
     if !metadata.is_file() {
         return Err(not_found());
     }
-    let is_package = segments
-        .last()
-        .is_some_and(|name| PackageFileName::parse(name).is_ok());
-    let cache_control = cache_control(state, is_package);
+    let last = segments.last().map(String::as_str).unwrap_or_default();
+    let cache_control = if is_shard(last) {
+        shard_cache_control(state)
+    } else {
+        cache_control(state, PackageFileName::parse(last).is_ok())
+    };
     Ok(send_file(request, &path, &metadata, cache_control).await)
 }
 
@@ -164,6 +181,20 @@ async fn public_path(root: &Path, segments: &[String]) -> Result<PathBuf, ApiErr
         return Err(not_found());
     }
     Ok(resolved)
+}
+
+/// A CEP 16 shard: `<sha256 hex>.msgpack.zst` (not the shard index).
+fn is_shard(name: &str) -> bool {
+    crate::repodata::shards::parse_shard_file_name(name).is_some()
+}
+
+/// Shards never change, even where packages may be overwritten.
+fn shard_cache_control(state: &AppState) -> HeaderValue {
+    HeaderValue::from_static(if state.access.private {
+        "private, max-age=31536000, immutable"
+    } else {
+        "public, max-age=31536000, immutable"
+    })
 }
 
 fn cache_control(state: &AppState, is_package: bool) -> HeaderValue {

@@ -10,12 +10,13 @@ use futures_util::StreamExt;
 
 use crate::publish::Staged;
 use crate::server::access_log::UploadNote;
-use crate::server::error::{too_slow, ApiError};
+use crate::server::error::{cause, too_slow, ApiError};
+use crate::server::part_headers::PartHeaderTooLarge;
 use crate::server::staging;
 use crate::server::state::AppState;
 
 /// Longest accepted text field (token, arch, sha256, force).
-const MAX_FIELD_BYTES: usize = 4096;
+pub(super) const MAX_FIELD_BYTES: usize = 4096;
 /// Longest accepted attestation (a sigstore bundle is a few KB).
 pub(super) const MAX_ATTESTATION_BYTES: usize = 1024 * 1024;
 
@@ -54,6 +55,25 @@ pub(super) async fn text_of_at_most(
     Ok(String::from_utf8(bytes)?)
 }
 
+/// Reads a field and drops it, refusing one longer than `cap` bytes.
+pub(super) async fn skip_at_most(
+    mut field: Field<'_>,
+    state: &AppState,
+    cap: usize,
+) -> Result<(), ApiError> {
+    let to_error = multipart_error(state.limits.max_upload_bytes);
+    let mut read = 0;
+    while let Some(chunk) = field.chunk().await.map_err(to_error)? {
+        read += chunk.len();
+        if read > cap {
+            return Err(ApiError::BadRequest(format!(
+                "form field longer than {cap} bytes"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Streams a file part into staging, noting its size for the access log.
 pub(super) async fn stage(
     field: Field<'_>,
@@ -73,6 +93,8 @@ fn multipart_error(limit: u64) -> impl Fn(MultipartError) -> ApiError + Copy {
     move |err| {
         if let Some(slow) = too_slow(&err) {
             ApiError::TooSlow(*slow)
+        } else if let Some(long) = cause::<PartHeaderTooLarge>(&err) {
+            ApiError::PartHeaderTooLarge(*long)
         } else if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge(limit)
         } else {

@@ -2,6 +2,8 @@
 
 mod command_line;
 mod conda_fallback;
+mod config_file;
 mod lifecycle;
 mod memory;
 mod tls;
+mod write_dir;

@@ -1,21 +1,21 @@
-//! Writing a subdir's metadata files: each JSON document, and its `.bz2` and
-//! `.zst` copies when asked for.
+//! The monolithic outputs: `repodata.json`, `repodata_from_packages.json`
+//! and `run_exports.json`, and their `.bz2` and `.zst` copies when asked
+//! for.
 //!
 //! Compressed copies are written before the JSON they copy. If a run dies in
 //! between, the JSON is still the old one, so the next run sees it differ and
 //! rewrites both; a copy is never left behind an up-to-date JSON.
 //!
 //! The server's writes after each update take a faster path,
-//! [`write_subdir_live`]: the listing is known to have changed, so nothing
+//! [`stage_live`]: the listing is known to have changed, so nothing
 //! is read back; the copies are compressed while the JSON is written; the
-//! identical `repodata.json` and `repodata_from_packages.json` share one
-//! file on disk (hard links); and one directory sync makes every rename
-//! durable.
+//! identical `repodata.json` and `repodata_from_packages.json` (without
+//! patches) share one file on disk (hard links); and one directory sync
+//! makes every rename durable.
 
 use std::io::{self, Write};
 
-use super::IndexOptions;
-use crate::repodata::SubdirRepodata;
+use super::super::IndexOptions;
 use crate::storage::{LocalFs, StagedFile, Storage};
 
 /// conda-index 0.13.0 compresses with zstd level 16.
@@ -51,53 +51,62 @@ impl Compression {
     }
 }
 
-/// Writes every metadata file of one subdir, then `extra` files (the index
-/// cache), as one [`Storage::write_atomic_all`]: a failure while writing (a
-/// full disk) leaves every one of them as it was. Returns how many files
-/// changed.
-pub(crate) fn write_subdir(
+/// The monolithic documents of one subdir, already rendered.
+pub(crate) struct Monolithic {
+    /// `repodata_from_packages.json`: what the packages say.
+    pub from_packages: Vec<u8>,
+    /// `repodata.json` when patches made it differ.
+    pub patched: Option<Vec<u8>>,
+    pub run_exports: Option<Vec<u8>>,
+}
+
+impl Monolithic {
+    pub fn repodata(&self) -> &[u8] {
+        self.patched.as_deref().unwrap_or(&self.from_packages)
+    }
+}
+
+/// Adds the monolithic files that changed, each preceded by its
+/// compressed copies; `repodata.json` last, since clients read it.
+pub(super) fn add_files(
+    files: &mut Files,
     storage: &dyn Storage,
-    repodata: &SubdirRepodata,
+    subdir: &str,
+    documents: &Monolithic,
     options: &IndexOptions,
-    extra: Vec<(String, Vec<u8>)>,
-) -> io::Result<usize> {
-    let subdir = &repodata.subdir;
-    let json = repodata.repodata_json(options.style);
-    let mut files = Files::default();
+) -> io::Result<()> {
     files.add_json(
         storage,
         format!("{subdir}/repodata_from_packages.json"),
-        &json,
+        &documents.from_packages,
         options,
     )?;
-    if options.run_exports {
-        let run_exports = repodata.run_exports_json(options.style);
+    if let Some(run_exports) = &documents.run_exports {
         files.add_json(
             storage,
             format!("{subdir}/run_exports.json"),
-            &run_exports,
+            run_exports,
             options,
         )?;
     }
-    // Last: clients read repodata.json, so it changes only once the rest has.
-    files.add_json(storage, format!("{subdir}/repodata.json"), &json, options)?;
-    files.write.extend(extra);
-    for copy in &files.stale {
-        tracing::info!("removing {copy}: it no longer matches the JSON it copied");
-    }
-    storage.write_atomic_all(&files.write, &files.stale)
+    files.add_json(
+        storage,
+        format!("{subdir}/repodata.json"),
+        documents.repodata(),
+        options,
+    )
 }
 
 /// What one subdir's metadata write replaces and removes.
 #[derive(Default)]
-struct Files {
-    write: Vec<(String, Vec<u8>)>,
-    stale: Vec<String>,
+pub(super) struct Files {
+    pub write: Vec<(String, Vec<u8>)>,
+    pub stale: Vec<String>,
 }
 
 impl Files {
     /// A JSON document, preceded by its compressed copies.
-    fn add_json(
+    pub fn add_json(
         &mut self,
         storage: &dyn Storage,
         path: String,
@@ -123,21 +132,19 @@ impl Files {
     }
 }
 
-/// Writes a subdir's metadata after an update that changed its listing:
-/// `repodata.json` and `repodata_from_packages.json` (the same `json`,
-/// hard-linked), `run_exports.json` when asked for, and their compressed
-/// copies. Every file is written (and synced) under a temporary name
-/// before any is renamed into place, so a failure while writing (a full
-/// disk) changes nothing; returns once every rename is durable. Copies are
-/// renamed before the JSON they copy, and repodata.json comes last, as in
-/// [`write_subdir`].
-pub(crate) fn write_subdir_live(
+/// Stages a subdir's monolithic files after an update that changed its
+/// listing: `repodata.json` and `repodata_from_packages.json` (one file,
+/// hard-linked, unless patches make them differ), `run_exports.json` when
+/// asked for, and their compressed copies, each written and synced under a
+/// temporary name. Returns them in install order (copies before the JSON
+/// they copy, repodata.json last) with the names each takes; removes
+/// copies no longer asked for, which would not match the new JSON.
+pub(crate) fn stage_live(
     storage: &LocalFs,
     subdir: &str,
-    json: &[u8],
-    run_exports: Option<&[u8]>,
+    documents: &Monolithic,
     options: &IndexOptions,
-) -> io::Result<()> {
+) -> io::Result<Vec<(Vec<String>, StagedFile)>> {
     let wanted: Vec<Compression> = [
         (options.bz2, Compression::Bz2),
         (options.zst, Compression::Zst(options.zstd_level)),
@@ -146,24 +153,30 @@ pub(crate) fn write_subdir_live(
     .filter_map(|(wanted, compression)| wanted.then_some(compression))
     .collect();
     // (names sharing one file, the JSON, compressed how) in install order.
-    let mut documents: Vec<(Vec<String>, &[u8], Option<Compression>)> = Vec::new();
+    let mut documents_to_stage: Vec<(Vec<String>, &[u8], Option<Compression>)> = Vec::new();
     let mut add = |names: &[&str], bytes| {
         for &compression in &wanted {
             let ext = compression.extension();
             let copies = names.iter().map(|name| format!("{name}{ext}")).collect();
-            documents.push((copies, bytes, Some(compression)));
+            documents_to_stage.push((copies, bytes, Some(compression)));
         }
         let names = names.iter().map(|name| (*name).to_owned()).collect();
-        documents.push((names, bytes, None));
+        documents_to_stage.push((names, bytes, None));
     };
-    if let Some(run_exports) = run_exports {
+    if let Some(run_exports) = &documents.run_exports {
         add(&["run_exports.json"], run_exports);
     }
-    add(&REPODATA, json);
+    match &documents.patched {
+        None => add(&REPODATA, &documents.from_packages),
+        Some(patched) => {
+            add(&["repodata_from_packages.json"], &documents.from_packages);
+            add(&["repodata.json"], patched);
+        }
+    }
     // One thread per file: compressing takes longest, and the JSON is
     // written and synced meanwhile.
     let staged = std::thread::scope(|scope| {
-        let workers: Vec<_> = documents
+        let workers: Vec<_> = documents_to_stage
             .iter()
             .map(|&(_, bytes, compression)| {
                 scope.spawn(move || match compression {
@@ -181,21 +194,20 @@ pub(crate) fn write_subdir_live(
             })
             .collect::<io::Result<Vec<StagedFile>>>()
     })?;
-    // A copy not asked for any more would no longer match the new JSON.
     for compression in [Compression::Bz2, Compression::Zst(0)] {
         let ext = compression.extension();
         if !wanted.iter().any(|w| w.extension() == ext) {
             for name in REPODATA
                 .iter()
-                .chain(run_exports.map(|_| &"run_exports.json"))
+                .chain(documents.run_exports.as_ref().map(|_| &"run_exports.json"))
             {
                 storage.remove(&format!("{subdir}/{name}{ext}"))?;
             }
         }
     }
-    for ((names, _, _), staged) in documents.iter().zip(staged) {
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        staged.install(&names)?;
-    }
-    storage.sync_dir(subdir)
+    Ok(documents_to_stage
+        .into_iter()
+        .map(|(names, _, _)| names)
+        .zip(staged)
+        .collect())
 }
