@@ -113,6 +113,30 @@ impl Catalog {
         self.store().storage()
     }
 
+    /// The sha256 of the package published as `subdir/file_name`, if any.
+    pub fn published(&self, subdir: &str, file_name: &str) -> io::Result<Option<String>> {
+        self.existing_sha256(subdir, file_name)
+    }
+
+    /// Every package in the channel as `(subdir, file name)`, read from
+    /// what is on disk (for APIs that look packages up by name).
+    pub fn package_files(&self) -> io::Result<Vec<(String, String)>> {
+        let storage = self.storage();
+        let mut files = Vec::new();
+        for dir in storage.list("")? {
+            if !dir.is_dir || !Subdir::is_valid(&dir.name) {
+                continue;
+            }
+            for file in storage.list(&dir.name)? {
+                if !file.is_dir && PackageFileName::parse(&file.name).is_ok() {
+                    files.push((dir.name.clone(), file.name));
+                }
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
     /// The sha256 of the package already published under this name.
     fn existing_sha256(&self, subdir: &str, file_name: &str) -> io::Result<Option<String>> {
         match self {

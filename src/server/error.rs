@@ -52,6 +52,15 @@ pub enum ApiError {
     NotFound(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A request the channel's state refuses (a name taken, a replacement
+    /// the server does not allow).
+    #[error("{0}")]
+    Conflict(String),
+    /// An S3-style form upload whose `Content-MD5` does not match its file.
+    #[error(
+        "content-md5 mismatch: the client sent {expected}, the file received hashes to {actual}"
+    )]
+    Md5Mismatch { expected: String, actual: String },
     #[error("upload larger than the {0}-byte limit")]
     TooLarge(u64),
     #[error("the client sent nothing for {0} seconds")]
@@ -82,9 +91,11 @@ impl ApiError {
             | Self::BadQuery(_)
             | Self::BadMultipart(_)
             | Self::NotUtf8(_)
-            | Self::BadBody(_) => StatusCode::BAD_REQUEST,
+            | Self::BadBody(_)
+            | Self::Md5Mismatch { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Timeout(_) | Self::TooSlow(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
@@ -217,5 +228,37 @@ pub fn refusal(err: ApiError, mut note: UploadNote) -> Response {
     }
     let mut response = err.into_response();
     response.extensions_mut().insert(note);
+    response
+}
+
+/// The error as S3 answers a form upload (`<Error><Code>…`), for the
+/// anaconda.org upload step whose client reads S3's XML (anaconda-client
+/// parses it and looks for `InvalidDigest`); same status codes as the JSON.
+pub fn s3_refusal(err: ApiError, note: UploadNote) -> Response {
+    let code = match &err {
+        ApiError::Md5Mismatch { .. } => "InvalidDigest",
+        ApiError::Unauthorized => "AccessDenied",
+        ApiError::TooLarge(_) => "EntityTooLarge",
+        ApiError::Timeout(_) | ApiError::TooSlow(_) => "RequestTimeout",
+        ApiError::Busy => "SlowDown",
+        err if err.status().is_server_error() => "InternalError",
+        _ => "InvalidRequest",
+    };
+    let message = err.public_message();
+    let mut response = refusal(err, note);
+    let escaped = message
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{escaped}</Message></Error>\n"
+    );
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/xml"),
+    );
+    headers.remove(header::CONTENT_LENGTH);
+    *response.body_mut() = axum::body::Body::from(xml);
     response
 }

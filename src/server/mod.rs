@@ -1,6 +1,7 @@
 //! The channel server: HTTPS (or, behind a proxy, plain HTTP), uploads in
-//! four protocols streamed to staging and published through the channel's
-//! catalog, deletes, and the channel itself served to conda clients.
+//! the protocols of the clients CI pipelines use, streamed to staging and
+//! published through the channel's catalog, deletes, and the channel
+//! itself served to conda clients.
 //!
 //! Layout: [`config`] (the validated configuration), [`state`] (what
 //! handlers share, opened from the configuration), [`router`] (routes and
@@ -11,7 +12,8 @@
 //! rate), [`idle_connections`] (closing connections with no request),
 //! [`request_limits`] and [`part_headers`] (refusals before any handler),
 //! [`wrong_tokens`] (a limit on guessing), [`lingering`] (refused bodies
-//! drained so the refusal is read), [`error`] (every status code),
+//! drained so the refusal is read), [`pending`] (anaconda.org-style
+//! uploads between their steps), [`error`] (every status code),
 //! [`access_log`], [`tls`]. [`run`]
 //! takes its listener and shutdown signal as parameters, so tests start it
 //! on port 0 and stop it cleanly.
@@ -30,6 +32,7 @@ pub mod idle_connections;
 pub mod lingering;
 pub mod listing;
 pub mod part_headers;
+pub mod pending;
 pub mod request_limits;
 pub mod router;
 pub mod slow_clients;

@@ -18,7 +18,8 @@ use super::wrong_tokens;
 pub fn router(state: Arc<AppState>) -> Router {
     let body_limit = request_limits::body_limit(state.limits.max_upload_bytes, true);
     Router::new()
-        // Uploads: the original request, prefix.dev, quetz, plain PUT.
+        // Uploads: the original request, prefix.dev (multipart or raw),
+        // quetz (raw or multipart), plain PUT; anaconda.org's API below.
         .route("/", post(handlers::original).get(handlers::serve_file))
         .route("/api/v1/upload/{channel}", post(handlers::prefix_upload))
         .route(
@@ -39,6 +40,19 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/delete/{channel}/{subdir}/{filename}",
             delete(handlers::delete_by_api),
         )
+        .route(
+            "/api/channels/{channel}/files/",
+            post(handlers::quetz_channel_files),
+        )
+        .route(
+            "/api/channels/{channel}/packages/{package}/files/",
+            post(handlers::quetz_package_files),
+        )
+        .route(
+            "/api/channels/{channel}/packages/{package}/versions/{subdir}/{filename}",
+            delete(handlers::quetz_delete),
+        )
+        .merge(anaconda_routes())
         .route("/healthz", get(handlers::healthz))
         // Reading the channel: every other GET/HEAD.
         .fallback(handlers::serve_file)
@@ -71,4 +85,38 @@ pub fn router(state: Arc<AppState>) -> Router {
         // Outermost: a connection is busy until the response is sent.
         .layer(middleware::from_fn(idle_connections::hold))
         .with_state(state)
+}
+
+/// anaconda.org's API under `/api/anaconda` (handlers/anaconda): the root
+/// the client checks, its user, package, release and file records, and the
+/// upload's three steps.
+fn anaconda_routes() -> Router<Arc<AppState>> {
+    use handlers::anaconda_api as api;
+    const DIST: &str = "{channel}/{package}/{version}/{subdir}/{filename}";
+    Router::new()
+        .route("/api/anaconda", get(api::root))
+        .route("/api/anaconda/", get(api::root))
+        .route("/api/anaconda/user", get(api::user))
+        .route("/api/anaconda/user/{channel}", get(api::user))
+        .route(
+            "/api/anaconda/package/{channel}/{package}",
+            get(api::package)
+                .post(api::package_written)
+                .patch(api::package_written)
+                .delete(api::package_delete),
+        )
+        .route(
+            "/api/anaconda/release/{channel}/{package}/{version}",
+            get(api::release)
+                .post(api::release_written)
+                .patch(api::release_written)
+                .delete(api::release_delete),
+        )
+        .route(
+            &format!("/api/anaconda/dist/{DIST}"),
+            get(api::dist).delete(api::dist_delete),
+        )
+        .route(&format!("/api/anaconda/stage/{DIST}"), post(api::stage))
+        .route(api::FORM_PATH, post(api::receive))
+        .route(&format!("/api/anaconda/commit/{DIST}"), post(api::commit))
 }

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::config::{ConfigError, Indexer, ServeConfig};
+use super::config::{ConfigError, Indexer, ServeConfig, TlsSetting};
 use super::error::ApiError;
+use super::pending::PendingUploads;
 use super::{staging, STAGING_DIR};
 use crate::index::conda::{CondaChannel, CondaIndexError};
 use crate::index::{IndexError, LiveIndex};
@@ -98,6 +99,8 @@ pub struct AppState {
     /// served.
     pub staging: PathBuf,
     pub access: ChannelAccess,
+    /// anaconda.org-style uploads between their stage and commit.
+    pub pending: PendingUploads,
     upload_slots: Arc<Semaphore>,
     /// Uploads waiting for a slot now.
     queued: AtomicUsize,
@@ -208,6 +211,10 @@ impl AppState {
             allow_overwrite: config.allow_overwrite,
             staging,
             access,
+            pending: PendingUploads::new(match config.tls {
+                TlsSetting::Off => "http",
+                TlsSetting::Files { .. } | TlsSetting::SelfSigned => "https",
+            }),
             upload_slots: Arc::new(Semaphore::new(config.limits.max_concurrent_uploads.max(1))),
             queued: AtomicUsize::new(0),
             public_url: config.public_url.clone(),

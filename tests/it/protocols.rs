@@ -58,7 +58,9 @@ fn contract(protocol: Protocol) {
     let other = package_file(work.path(), "other", "linux-64", Format::TarBz2, 3);
     // In a URL path the slash must be encoded to reach the server at all.
     let escaping_name = match protocol {
-        Protocol::Original | Protocol::Prefix => "../other-1.0-0.tar.bz2",
+        Protocol::Original | Protocol::Prefix | Protocol::PrefixRaw | Protocol::QuetzMultipart => {
+            "../other-1.0-0.tar.bz2"
+        }
         Protocol::Quetz | Protocol::Put => "..%2Fother-1.0-0.tar.bz2",
     };
     let garbage = work.path().join("garbage-1.0-0.tar.bz2");
@@ -121,6 +123,9 @@ fn contract(protocol: Protocol) {
         ),
     ];
     for (case, upload, status) in cases {
+        if case == "wrong checksum" && !protocol.sends_sha256() {
+            continue;
+        }
         let reply = send(&server, protocol, &upload, CHANNEL);
         assert_eq!(
             reply.status,
@@ -178,13 +183,30 @@ fn put_protocol_contract() {
 }
 
 #[test]
+fn prefix_raw_body_protocol_contract() {
+    contract(Protocol::PrefixRaw);
+}
+
+#[test]
+fn quetz_multipart_protocol_contract() {
+    contract(Protocol::QuetzMultipart);
+}
+
+#[test]
 fn forced_uploads_replace_where_the_server_allows_it() {
     let server = TestServer::in_process(Config {
         allow_overwrite: true,
         ..Config::default()
     });
     let work = tempfile::tempdir().unwrap();
-    for (seed, protocol) in (10..).zip([Protocol::Prefix, Protocol::Quetz, Protocol::Put]) {
+    let protocols = [
+        Protocol::Prefix,
+        Protocol::Quetz,
+        Protocol::Put,
+        Protocol::PrefixRaw,
+        Protocol::QuetzMultipart,
+    ];
+    for (seed, protocol) in (10..).zip(protocols) {
         let first = package_file(work.path(), "pkg", "noarch", Format::TarBz2, seed);
         let second = package_file(work.path(), "pkg", "noarch", Format::TarBz2, seed + 100);
         let _ = send(

@@ -27,7 +27,7 @@ pub async fn delete_by_path(
     delete(authorized, subdir, file_name).await
 }
 
-async fn delete(authorized: Authorized, subdir: String, file_name: String) -> Response {
+pub(super) async fn delete(authorized: Authorized, subdir: String, file_name: String) -> Response {
     let Authorized { state, note } = authorized;
     let result = async {
         let deleted = tokio::task::spawn_blocking(move || {

@@ -1,8 +1,9 @@
 //! Request handlers, one module per protocol (and one for reading the
-//! channel), and what the upload protocols share: receiving a raw body,
+//! channel; anaconda.org's API is a folder of its own), and what the upload protocols share: receiving a raw body,
 //! publishing on a blocking thread, and turning the outcome into the JSON
 //! answer and the access-log note.
 
+mod anaconda;
 mod bucket;
 mod delete;
 mod files;
@@ -12,6 +13,7 @@ mod original;
 mod prefix;
 mod put;
 mod quetz;
+mod quetz_files;
 
 pub use delete::{delete_by_api, delete_by_path};
 pub use files::serve_file;
@@ -20,6 +22,16 @@ pub use original::original;
 pub use prefix::prefix_upload;
 pub use put::{put_in_channel, put_in_subdir};
 pub use quetz::quetz_upload;
+pub use quetz_files::{quetz_channel_files, quetz_delete, quetz_package_files};
+
+/// anaconda.org's upload API, under `/api/anaconda`.
+pub mod anaconda_api {
+    pub use super::anaconda::upload::{commit, receive, stage, FORM_PATH};
+    pub use super::anaconda::{
+        dist, dist_delete, package, package_delete, package_written, release, release_delete,
+        release_written, root, user,
+    };
+}
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,7 +51,7 @@ use super::staging;
 use super::state::AppState;
 use crate::publish::{publish, PublishRequest, Published, Staged};
 
-/// A raw-body upload (quetz, PUT) past the front door: `request` (or why
+/// A raw-body upload (quetz, PUT, prefix.dev's raw form) past the front door: `request` (or why
 /// it is malformed), the body staged and published, the answer made while
 /// the upload's slot is still held.
 async fn raw_upload(
@@ -112,7 +124,16 @@ async fn publish_staged(
 /// `201 {"filename", "subdir", "size", "md5", "sha256"}` or the error, with
 /// the note for the access log.
 fn respond(result: Result<Published, ApiError>, note: UploadNote) -> Response {
-    respond_with(result, note, StatusCode::CREATED, |published, note| {
+    respond_published(result, note, StatusCode::CREATED)
+}
+
+/// [`respond`] with another success status (anaconda.org's commit: 200).
+fn respond_published(
+    result: Result<Published, ApiError>,
+    note: UploadNote,
+    status: StatusCode,
+) -> Response {
+    respond_with(result, note, status, |published, note| {
         note.package = Some(format!("{}/{}", published.subdir, published.filename));
         tracing::info!(
             token = note.token.as_deref().unwrap_or("-"),

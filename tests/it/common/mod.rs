@@ -235,6 +235,45 @@ pub fn python_with_cps() -> PathBuf {
         .clone()
 }
 
+/// The anaconda-client version the `anaconda upload` tests run (from the
+/// package registry).
+pub const ANACONDA_CLIENT: &str = "anaconda-client==1.16.0";
+
+/// The `anaconda` command of anaconda-client, in its own virtualenv
+/// (`$ANACONDA_VENV`, else `target/anaconda-venv`), made on first use;
+/// `.ci/run` makes it up front.
+pub fn anaconda_client() -> PathBuf {
+    static ANACONDA: OnceLock<PathBuf> = OnceLock::new();
+    ANACONDA
+        .get_or_init(|| {
+            let venv = std::env::var_os("ANACONDA_VENV")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/anaconda-venv")
+                });
+            let python = venv.join("bin/python");
+            let ready = Command::new(&python)
+                .args(["-c", "import binstar_client"])
+                .output()
+                .is_ok_and(|out| out.status.success());
+            if !ready {
+                let made = Command::new("python3")
+                    .args(["-m", "venv"])
+                    .arg(&venv)
+                    .status()
+                    .unwrap();
+                assert!(made.success(), "python3 -m venv {} failed", venv.display());
+                let installed = Command::new(&python)
+                    .args(["-m", "pip", "install", "-q", ANACONDA_CLIENT])
+                    .status()
+                    .unwrap();
+                assert!(installed.success(), "pip install {ANACONDA_CLIENT} failed");
+            }
+            venv.join("bin/anaconda")
+        })
+        .clone()
+}
+
 /// Runs the oracle (`conda-index DIR ARGS...`), asserting it succeeds.
 pub fn run_oracle(dir: &Path, args: &[&str]) -> Output {
     let (script, venv) = oracle();

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use artifact_upload_handler::server::{self, tls, AppState, Limits, NamedToken, ServeConfig};
+use artifact_upload_handler::server::{
+    self, tls, AppState, Limits, NamedToken, ServeConfig, TlsSetting,
+};
 use artifact_upload_handler::token::Token;
 
 use super::channel::TOKEN;
@@ -86,10 +88,63 @@ impl TestServer {
         server
     }
 
+    /// Over plain HTTP on a port of its own (as behind a TLS-terminating
+    /// proxy), for clients that cannot be told to trust a test certificate
+    /// from inside this process (the `rattler_upload` crate).
+    pub fn start_plain(config: Config) -> Self {
+        let mut server = Self::open(config, TlsSetting::Off);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        server.runtime.spawn(server::run(
+            server.state.clone(),
+            listener,
+            None,
+            async {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(5),
+        ));
+        server.url = format!("http://127.0.0.1:{port}/");
+        server.stop = Some(stop);
+        server
+    }
+
+    /// [`Self::start_plain`] with the router passed through `wrap` first
+    /// (a test's own layer in front of the server's).
+    pub fn start_plain_wrapped(
+        config: Config,
+        wrap: impl FnOnce(axum::Router) -> axum::Router,
+    ) -> Self {
+        let mut server = Self::open(config, TlsSetting::Off);
+        let router = wrap(server::router(server.state.clone()));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        server.runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        server.url = format!("http://127.0.0.1:{port}/");
+        server.stop = Some(stop);
+        server
+    }
+
     /// The server's state and router without a listener: [`Self::send`]
     /// hands each request to the router, so the tests that only need what
     /// the server answers skip the socket and the TLS handshake.
     pub fn in_process(config: Config) -> Self {
+        Self::open(config, TlsSetting::SelfSigned)
+    }
+
+    fn open(config: Config, tls: TlsSetting) -> Self {
         let root = tempfile::tempdir().unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let mut serve = ServeConfig::new(root.path());
@@ -102,6 +157,7 @@ impl TestServer {
         serve.channel_name = Some(CHANNEL.into());
         serve.private = config.private;
         serve.metadata_max_age = config.metadata_max_age;
+        serve.tls = tls;
         let state = Arc::new(AppState::open(&serve).unwrap());
         Self {
             url: "http://in-process/".into(),
@@ -131,8 +187,8 @@ impl TestServer {
 
     /// A client that trusts the server's certificate.
     pub fn client(&self) -> reqwest::Client {
-        if self.stop.is_none() {
-            return reqwest::Client::new(); // builds requests; never sends
+        if self.stop.is_none() || self.cert.as_os_str().is_empty() {
+            return reqwest::Client::new(); // in process, or plain HTTP
         }
         let cert = reqwest::Certificate::from_pem(&fs::read(&self.cert).unwrap()).unwrap();
         reqwest::Client::builder()

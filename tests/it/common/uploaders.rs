@@ -2,7 +2,9 @@
 //! prefix.dev and quetz as the `rattler_upload` crate's `prefix` and
 //! `upload_package_to_quetz` do (the code behind `rattler-build upload`
 //! and `pixi upload`), plain PUT as its `upload_package_to_artifactory`
-//! does, and the original handler's form as Python `requests` sends it.
+//! does, and the original handler's form as Python `requests` sends it;
+//! legacy `pixi upload`'s raw prefix.dev body, and quetz-client's
+//! multipart `files/` form as Python `requests` builds it.
 //! Bodies stream from the file, as theirs do.
 
 use std::path::Path;
@@ -11,17 +13,34 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::multipart::{Form, Part};
 use sha2::{Digest, Sha256};
 
-/// The four upload protocols the server speaks.
+/// The single-request upload protocols the server speaks (anaconda.org's
+/// takes several requests: tests/it/uploaders.rs drives its real client).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Original,
     Prefix,
     Quetz,
     Put,
+    /// prefix.dev's route with the package as the raw body.
+    PrefixRaw,
+    /// quetz's `POST /api/channels/<channel>/files/`.
+    QuetzMultipart,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 4] = [Self::Original, Self::Prefix, Self::Quetz, Self::Put];
+    pub const ALL: [Protocol; 6] = [
+        Self::Original,
+        Self::Prefix,
+        Self::Quetz,
+        Self::Put,
+        Self::PrefixRaw,
+        Self::QuetzMultipart,
+    ];
+
+    /// Whether the client can send its own sha256 for the server to check.
+    pub fn sends_sha256(self) -> bool {
+        self != Self::QuetzMultipart
+    }
 }
 
 /// What varies between uploads in the tests.
@@ -77,7 +96,57 @@ pub async fn request(
         Protocol::Prefix => prefix(client, base, channel, upload).await,
         Protocol::Quetz => quetz(client, base, channel, upload).await,
         Protocol::Put => put(client, base, channel, upload).await,
+        Protocol::PrefixRaw => prefix_raw(client, base, channel, upload).await,
+        Protocol::QuetzMultipart => quetz_multipart(client, base, channel, upload).await,
     }
+}
+
+/// Legacy `pixi upload <url> <file>`: the package as the body, its name
+/// and sha256 in headers.
+async fn prefix_raw(
+    client: &reqwest::Client,
+    base: &str,
+    channel: &str,
+    upload: &Upload<'_>,
+) -> reqwest::RequestBuilder {
+    let mut url = reqwest::Url::parse(base)
+        .unwrap()
+        .join(&format!("api/v1/upload/{channel}"))
+        .unwrap();
+    if upload.force {
+        url.query_pairs_mut().append_pair("force", "true");
+    }
+    let mut request = client
+        .post(url)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header("X-File-Name", upload.file_name.clone())
+        .header("X-File-SHA256", upload.sha256());
+    if let Some(token) = upload.token {
+        request = request.bearer_auth(token);
+    }
+    request.body(stream(upload.file).await)
+}
+
+/// quetz-client's `requests.post(url, files=[("files", (name, f))],
+/// data={"force": ...})`: data fields first, then the files.
+async fn quetz_multipart(
+    client: &reqwest::Client,
+    base: &str,
+    channel: &str,
+    upload: &Upload<'_>,
+) -> reqwest::RequestBuilder {
+    let url = reqwest::Url::parse(base)
+        .unwrap()
+        .join(&format!("api/channels/{channel}/files/"))
+        .unwrap();
+    let force = if upload.force { "true" } else { "false" };
+    let part = Part::stream(stream(upload.file).await).file_name(upload.file_name.clone());
+    let form = Form::new().text("force", force).part("files", part);
+    let mut request = client.post(url).multipart(form);
+    if let Some(token) = upload.token {
+        request = request.header("X-API-Key", token);
+    }
+    request
 }
 
 /// `requests.post(url, data={'token': token}, files={'artifact': f})`.
