@@ -366,13 +366,7 @@ impl LiveIndex {
         local.sync_dir(subdir)?;
         if self.options.index_html && self.options.write_monolithic {
             let name = outputs::channel::channel_name(local, &self.options);
-            outputs::html::write(
-                local,
-                subdir,
-                &name,
-                self.options.bz2,
-                SystemTime::now(),
-            )?;
+            outputs::html::write(local, subdir, &name, self.options.bz2, SystemTime::now())?;
         }
         if self.options.channeldata {
             self.write_root()?;
@@ -453,7 +447,8 @@ impl LiveIndex {
             .map(|slot| lock(&slot.state).repodata.clone())
             .collect();
         let refs: Vec<&crate::repodata::SubdirRepodata> = listings.iter().collect();
-        let files = outputs::channel::plan(self.storage(), &refs, &self.options, SystemTime::now())?;
+        let files =
+            outputs::channel::plan(self.storage(), &refs, &self.options, SystemTime::now())?;
         if !files.is_empty() {
             self.storage().write_atomic_all(&files, &[])?;
         }
