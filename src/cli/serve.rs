@@ -144,6 +144,11 @@ pub struct ServeArgs {
     /// or Basic authentication).
     #[arg(long, env = "AUH_PRIVATE")]
     private: bool,
+    /// `GET /metrics` (Prometheus) needs a configured token, as reads of a
+    /// private channel do (implied by --private); without it the metrics
+    /// are open to anyone who can reach the port.
+    #[arg(long, env = "AUH_METRICS_TOKEN_REQUIRED")]
+    metrics_token_required: bool,
     /// Seconds clients may cache repodata and listings before asking again
     /// (0: revalidate every time, answered 304 when nothing changed).
     #[arg(long, env = "AUH_METADATA_MAX_AGE", default_value_t = 0)]
@@ -380,6 +385,7 @@ impl ServeArgs {
             allow_overwrite: self.allow_overwrite,
             channel_name: self.channel_name,
             private: self.private,
+            metrics_token_required: self.metrics_token_required,
             metadata_max_age: self.metadata_max_age,
             indexer,
             listen: SocketAddr::new(self.bind, self.port),

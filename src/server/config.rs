@@ -34,6 +34,9 @@ pub struct ServeConfig {
     pub channel_name: Option<String>,
     /// Reads need a token too.
     pub private: bool,
+    /// `GET /metrics` needs a token allowed to read (always on a private
+    /// channel).
+    pub metrics_token_required: bool,
     /// Seconds clients may cache metadata without asking again.
     pub metadata_max_age: u32,
     pub indexer: Indexer,
@@ -103,6 +106,7 @@ impl ServeConfig {
             allow_overwrite: false,
             channel_name: None,
             private: false,
+            metrics_token_required: false,
             metadata_max_age: 0,
             indexer: Indexer::Native(IndexOptions {
                 zst: true,

@@ -17,6 +17,7 @@ use super::pending::PendingUploads;
 use super::{staging, STAGING_DIR};
 use crate::index::conda::{CondaChannel, CondaIndexError};
 use crate::index::{IndexError, LiveIndex};
+use crate::metrics::Metrics;
 use crate::publish::Catalog;
 use crate::storage::probe::{probe_conditional_writes, ProbeError};
 use crate::storage::{
@@ -108,6 +109,10 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// How often a bucket is reconciled (`None`: a local channel).
     pub reconcile_every: Option<Duration>,
+    /// What `/metrics` shows.
+    pub metrics: Arc<Metrics>,
+    /// `/metrics` needs a token allowed to read.
+    pub metrics_token_required: bool,
     /// Held while the state lives: one writer per local channel (a bucket
     /// has none; its writers compare-and-swap).
     _lock: Option<ChannelLock>,
@@ -193,7 +198,8 @@ impl AppState {
             path: shown(&staging),
             source,
         })?;
-        let catalog = open_catalog(config, store)?;
+        let metrics = Arc::new(Metrics::new());
+        let catalog = open_catalog(config, store, &metrics)?;
         let access = ChannelAccess {
             name: config.channel_name.clone().unwrap_or_else(|| {
                 config
@@ -219,6 +225,8 @@ impl AppState {
             queued: AtomicUsize::new(0),
             public_url: config.public_url.clone(),
             reconcile_every: config.bucket.as_ref().map(|_| config.reconcile_every),
+            metrics,
+            metrics_token_required: config.metrics_token_required || config.private,
             _lock: lock,
         })
     }
@@ -251,6 +259,7 @@ impl AppState {
     /// is full.
     pub async fn upload_slot(&self) -> Result<UploadSlot, ApiError> {
         if let Ok(permit) = self.upload_slots.clone().try_acquire_owned() {
+            self.metrics.queue_wait.observe(0.0);
             return Ok(UploadSlot { _permit: permit });
         }
         let limits = &self.limits;
@@ -270,6 +279,9 @@ impl AppState {
         drop(place);
         match acquired {
             Ok(Ok(permit)) => {
+                self.metrics
+                    .queue_wait
+                    .observe(started.elapsed().as_secs_f64());
                 tracing::debug!(
                     "upload slot after {:.2} s in the queue",
                     started.elapsed().as_secs_f64()
@@ -284,6 +296,23 @@ impl AppState {
     /// Uploads waiting for a slot now.
     pub fn queued_uploads(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    /// The metrics in the Prometheus text format, with the gauges read
+    /// now: the upload queue, the slots in use, packages per subdir.
+    pub fn encode_metrics(&self) -> String {
+        let metrics = &self.metrics;
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        metrics.queued_uploads.set(gauge(self.queued_uploads()));
+        let slots = self.limits.max_concurrent_uploads.max(1);
+        let free = self.upload_slots.available_permits();
+        metrics
+            .active_uploads
+            .set(gauge(slots.saturating_sub(free)));
+        if let Catalog::Native(live) = &self.catalog {
+            metrics.set_packages(live.package_counts());
+        }
+        metrics.encode()
     }
 }
 
@@ -308,7 +337,11 @@ impl Drop for Queued<'_> {
 }
 
 /// The native live index, or the conda fallback.
-fn open_catalog(config: &ServeConfig, store: Option<ObjectStorage>) -> Result<Catalog, OpenError> {
+fn open_catalog(
+    config: &ServeConfig,
+    store: Option<ObjectStorage>,
+    metrics: &Arc<Metrics>,
+) -> Result<Catalog, OpenError> {
     let root = &config.root;
     let storage = match (&config.bucket, store) {
         (Some(_), Some(store)) => {
@@ -326,12 +359,16 @@ fn open_catalog(config: &ServeConfig, store: Option<ObjectStorage>) -> Result<Ca
                     path: shown.clone(),
                     source,
                 })?;
+            metrics.index_run("startup", summary.elapsed);
+            let live = live.observed(metrics.clone());
             if config.bucket.is_some() {
                 // Merge with what other servers committed meanwhile.
+                let started = std::time::Instant::now();
                 let added = live.reconcile().map_err(|source| OpenError::Reconcile {
                     location: shown.clone(),
                     source,
                 })?;
+                metrics.index_run("reconcile", started.elapsed());
                 tracing::info!("{shown}: {added} packages without a record listed at start");
             }
             tracing::info!(
@@ -347,7 +384,9 @@ fn open_catalog(config: &ServeConfig, store: Option<ObjectStorage>) -> Result<Ca
         }
         Indexer::Conda(indexer) => {
             let conda = CondaChannel::new(root, indexer.clone());
+            let started = std::time::Instant::now();
             conda.refresh()?;
+            metrics.index_run("conda", started.elapsed());
             Ok(Catalog::Conda { storage, conda })
         }
     }
@@ -389,7 +428,10 @@ pub fn spawn_reconciler(state: &Arc<AppState>) {
                 return;
             };
             if let Catalog::Native(live) = &state.catalog {
-                match live.reconcile() {
+                let started = std::time::Instant::now();
+                let reconciled = live.reconcile();
+                state.metrics.index_run("reconcile", started.elapsed());
+                match reconciled {
                     Ok(0) => {}
                     Ok(added) => tracing::info!("reconciler: listed {added} packages"),
                     Err(err) => tracing::warn!("reconciler: {err}"),

@@ -19,6 +19,7 @@ mod hostile_requests;
 mod incremental;
 mod invalid;
 mod json_oracle;
+mod metrics;
 mod names;
 mod object_storage;
 mod overload;

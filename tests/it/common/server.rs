@@ -27,6 +27,7 @@ pub struct Config {
     pub allow_overwrite: bool,
     pub private: bool,
     pub metadata_max_age: u32,
+    pub metrics_token_required: bool,
 }
 
 impl Default for Config {
@@ -40,6 +41,7 @@ impl Default for Config {
             allow_overwrite: false,
             private: false,
             metadata_max_age: 0,
+            metrics_token_required: false,
         }
     }
 }
@@ -157,6 +159,7 @@ impl TestServer {
         serve.channel_name = Some(CHANNEL.into());
         serve.private = config.private;
         serve.metadata_max_age = config.metadata_max_age;
+        serve.metrics_token_required = config.metrics_token_required;
         serve.tls = tls;
         let state = Arc::new(AppState::open(&serve).unwrap());
         Self {
