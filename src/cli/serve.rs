@@ -89,8 +89,10 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     token_hashes: Vec<String>,
-    /// File of `NAME HASH` lines, one token per line (# comments allowed);
-    /// the name is what the log shows for uploads made with that token.
+    /// File of `NAME HASH [ops=upload,delete,read] [subdirs=noarch,…]
+    /// [names=GLOB,…] [expires=YYYY-MM-DD]` lines, one token per line (#
+    /// comments allowed); the name is what the log shows for uploads made
+    /// with that token, the fields limit what it may do. Re-read on SIGHUP.
     #[arg(long, env = "AUH_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// Serve plain HTTP (only behind a TLS-terminating reverse proxy).
@@ -456,10 +458,7 @@ fn load_tokens(args: &ServeArgs) -> anyhow::Result<Vec<NamedToken>> {
     for (i, text) in args.token_hashes.iter().enumerate() {
         let hash =
             TokenHash::parse(text).with_context(|| format!("bad -t/--token-hash #{}", i + 1))?;
-        tokens.push(NamedToken {
-            name: format!("token-{}", i + 1),
-            hash,
-        });
+        tokens.push(NamedToken::new(format!("token-{}", i + 1), hash));
     }
     if let Some(path) = &args.token_file {
         tokens.extend(read_token_file(path)?);
@@ -469,38 +468,13 @@ fn load_tokens(args: &ServeArgs) -> anyhow::Result<Vec<NamedToken>> {
         println!("no token configured; generated one for this run:");
         println!("  token: {}", token.expose());
         println!("  hash:  {}  (pass with -t to keep it)", token.hash());
-        tokens.push(NamedToken {
-            name: "generated".into(),
-            hash: token.hash(),
-        });
+        tokens.push(NamedToken::new("generated", token.hash()));
     }
     Ok(tokens)
 }
 
 fn read_token_file(path: &Path) -> anyhow::Result<Vec<NamedToken>> {
-    let text = fs::read_to_string(path)
-        .with_context(|| format!("cannot read token file {}", path.display()))?;
-    let mut tokens = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let mut parts = line.split_whitespace();
-        let (Some(name), Some(hash), None) = (parts.next(), parts.next(), parts.next()) else {
-            bail!("{}:{}: expected `NAME HASH`", path.display(), number + 1);
-        };
-        let hash =
-            TokenHash::parse(hash).with_context(|| format!("{}:{}", path.display(), number + 1))?;
-        tokens.push(NamedToken {
-            name: name.to_owned(),
-            hash,
-        });
-    }
-    if tokens.is_empty() {
-        bail!("token file {} holds no tokens", path.display());
-    }
-    Ok(tokens)
+    Ok(server::token_file::read(path)?)
 }
 
 fn self_signed_tls(root: &Path) -> anyhow::Result<RustlsConfig> {

@@ -171,10 +171,9 @@ mod tests {
     fn check_refuses_what_cannot_work() {
         let mut config = ServeConfig::new("channel");
         assert_eq!(config.check(), Err(ConfigError::NoTokens));
-        config.tokens.push(NamedToken {
-            name: "ci".into(),
-            hash: Token::new("t").hash(),
-        });
+        config
+            .tokens
+            .push(NamedToken::new("ci", Token::new("t").hash()));
         assert_eq!(config.check(), Ok(()));
         for bad in ["a/b", ".hidden", "a%2fb", ""] {
             config.channel_name = Some(bad.into());

@@ -48,6 +48,9 @@ pub enum ApiError {
     /// A request body that broke off mid-way.
     #[error("reading the request body failed: {0}")]
     BadBody(axum::Error),
+    /// A token whose scope does not allow the request (issue 14.5).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("method not allowed")]
@@ -100,6 +103,7 @@ impl ApiError {
             | Self::BadBody(_) => "bad_request",
             Self::Md5Mismatch { .. } => "checksum_mismatch",
             Self::NotFound(_) => "not_found",
+            Self::Forbidden(_) => "forbidden",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict(_) => "conflict",
             Self::TooLarge(_) => "too_large",
@@ -114,6 +118,7 @@ impl ApiError {
                 PublishError::ArchMismatch { .. } => "arch_mismatch",
                 PublishError::Conflict(_) => "conflict",
                 PublishError::NotFound(_) => "not_found",
+                PublishError::Forbidden(_) => "forbidden",
                 PublishError::Storage(err) if is_storage_full(err) => "insufficient_storage",
                 PublishError::Storage(_) | PublishError::CondaIndex(_) => "internal",
             },
@@ -133,6 +138,7 @@ impl ApiError {
             | Self::BadBody(_)
             | Self::Md5Mismatch { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -170,6 +176,7 @@ fn publish_status(err: &PublishError) -> StatusCode {
         }
         PublishError::Conflict(_) => StatusCode::CONFLICT,
         PublishError::NotFound(_) => StatusCode::NOT_FOUND,
+        PublishError::Forbidden(_) => StatusCode::FORBIDDEN,
         PublishError::Storage(_) | PublishError::CondaIndex(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

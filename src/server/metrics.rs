@@ -18,11 +18,12 @@ use axum::response::{IntoResponse, Response};
 use http_body::{Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
 
-use super::auth::{authenticate_headers, refuse_query_token};
-use super::error::Refused;
+use super::auth::{header_token, refuse_query_token};
+use super::error::{ApiError, Refused};
 use super::handlers::anaconda_api::FORM_PATH;
 use super::state::AppState;
 use crate::metrics::RequestLabels;
+use crate::token::Op;
 
 /// Where Prometheus scrapes.
 pub const METRICS_PATH: &str = "/metrics";
@@ -35,7 +36,9 @@ const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 pub async fn scrape(State(state): State<Arc<AppState>>, request: Request) -> Response {
     if state.metrics_token_required {
         let checked = refuse_query_token(request.uri())
-            .and_then(|()| authenticate_headers(&state, request.headers()).map(drop));
+            .and_then(|()| header_token(request.headers()))
+            .and_then(|token| token.ok_or(ApiError::Unauthorized))
+            .and_then(|token| state.authorize(&token, Op::Read).map(drop));
         if let Err(err) = checked {
             return err.into_response();
         }

@@ -15,7 +15,7 @@
 //! drained so the refusal is read), [`pending`] (anaconda.org-style
 //! uploads between their steps), [`error`] (every status code),
 //! [`access_log`], [`metrics`] (`GET /metrics`, and counting every
-//! request for it), [`tls`]. [`run`]
+//! request for it), [`token_file`] (tokens and their scopes), [`tls`]. [`run`]
 //! takes its listener and shutdown signal as parameters, so tests start it
 //! on port 0 and stop it cleanly.
 //!
@@ -41,6 +41,7 @@ pub mod slow_clients;
 pub mod staging;
 pub mod state;
 pub mod tls;
+pub mod token_file;
 pub mod wrong_tokens;
 
 use std::future::Future;

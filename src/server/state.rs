@@ -23,13 +23,26 @@ use crate::storage::probe::{probe_conditional_writes, ProbeError};
 use crate::storage::{
     ChannelLock, ChannelStore, LocalFs, LockError, ObjectOptions, ObjectStorage, S3Location,
 };
-use crate::token::{Token, TokenHash};
+use crate::token::{Op, Scope, Token, TokenHash};
 
-/// A configured token: who it belongs to (for the log) and its hash.
+/// A configured token: who it belongs to (for the log), its hash, and
+/// what it may do.
 #[derive(Debug, Clone)]
 pub struct NamedToken {
     pub name: String,
     pub hash: TokenHash,
+    pub scope: Arc<Scope>,
+}
+
+impl NamedToken {
+    /// A token that may do everything.
+    pub fn new(name: impl Into<String>, hash: TokenHash) -> Self {
+        Self {
+            name: name.into(),
+            hash,
+            scope: Arc::default(),
+        }
+    }
 }
 
 /// Bounds that keep one client from starving the others.
@@ -244,13 +257,26 @@ impl AppState {
     /// compared, each in constant time, so timing says nothing about which
     /// (or whether one) matched.
     pub fn authenticate(&self, token: &Token) -> Result<String, ApiError> {
+        self.identify(token).map(|named| named.name.clone())
+    }
+
+    fn identify(&self, token: &Token) -> Result<&NamedToken, ApiError> {
         let mut found = None;
         for named in &self.tokens {
             if named.hash.matches(token) && found.is_none() {
-                found = Some(named.name.clone());
+                found = Some(named);
             }
         }
         found.ok_or(ApiError::Unauthorized)
+    }
+
+    /// The name and scope of the token that matches, if its scope allows
+    /// `op` now (403 with the reason if not: expired, or another
+    /// operation).
+    pub fn authorize(&self, token: &Token, op: Op) -> Result<(String, Arc<Scope>), ApiError> {
+        let named = self.identify(token)?;
+        named.scope.allows_op(op).map_err(ApiError::Forbidden)?;
+        Ok((named.name.clone(), named.scope.clone()))
     }
 
     /// A slot for one upload: at once if one is free, else after waiting

@@ -30,6 +30,7 @@ mod queue_load;
 mod rattler_targets;
 mod reading;
 mod s3_serve;
+mod scopes;
 mod serve;
 mod serve_shards;
 mod server;

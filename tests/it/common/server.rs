@@ -28,6 +28,8 @@ pub struct Config {
     pub private: bool,
     pub metadata_max_age: u32,
     pub metrics_token_required: bool,
+    /// Tokens besides [`TOKEN`] (named `ci`).
+    pub extra_tokens: Vec<NamedToken>,
 }
 
 impl Default for Config {
@@ -42,6 +44,7 @@ impl Default for Config {
             private: false,
             metadata_max_age: 0,
             metrics_token_required: false,
+            extra_tokens: Vec::new(),
         }
     }
 }
@@ -150,10 +153,8 @@ impl TestServer {
         let root = tempfile::tempdir().unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let mut serve = ServeConfig::new(root.path());
-        serve.tokens = vec![NamedToken {
-            name: "ci".into(),
-            hash: Token::new(TOKEN).hash(),
-        }];
+        serve.tokens = vec![NamedToken::new("ci", Token::new(TOKEN).hash())];
+        serve.tokens.extend(config.extra_tokens);
         serve.limits = config.limits;
         serve.allow_overwrite = config.allow_overwrite;
         serve.channel_name = Some(CHANNEL.into());
