@@ -260,6 +260,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // async worker.
     let state = Arc::new(tokio::task::block_in_place(|| AppState::open(&config))?);
     let root = &config.root;
+    let reloadable = match (&operator_tls, &config.tls) {
+        (Some(tls), TlsSetting::Files { cert, key }) => Some(server::reload::TlsFiles {
+            config: tls.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    server::reload::on_hangup(state.clone(), reloadable)
+        .context("cannot install the SIGHUP handler")?;
     let tls = match (operator_tls, &config.tls) {
         (Some(tls), _) => Some(tls),
         (None, TlsSetting::SelfSigned) => Some(self_signed_tls(root)?),
@@ -373,6 +383,7 @@ impl ServeArgs {
         Ok(ServeConfig {
             root,
             tokens,
+            token_file: self.token_file.clone(),
             // The original's 0 meant "as short as possible": one second.
             limits: Limits {
                 max_upload_bytes: self.max_upload_size,
@@ -461,9 +472,11 @@ fn load_tokens(args: &ServeArgs) -> anyhow::Result<Vec<NamedToken>> {
         tokens.push(NamedToken::new(format!("token-{}", i + 1), hash));
     }
     if let Some(path) = &args.token_file {
-        tokens.extend(read_token_file(path)?);
+        // Read here so a bad file fails before anything starts; the
+        // server reads it itself (and again on SIGHUP).
+        read_token_file(path)?;
     }
-    if tokens.is_empty() {
+    if tokens.is_empty() && args.token_file.is_none() {
         let token = Token::generate();
         println!("no token configured; generated one for this run:");
         println!("  token: {}", token.expose());

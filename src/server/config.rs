@@ -25,7 +25,11 @@ pub const SERVE_ZSTD_LEVEL: i32 = 1;
 pub struct ServeConfig {
     /// The channel's root directory (made if missing).
     pub root: PathBuf,
+    /// Tokens given directly (`-t`); with `token_file`'s, those accepted.
     pub tokens: Vec<NamedToken>,
+    /// The token file, read when the state is opened and again on SIGHUP
+    /// (see `reload`).
+    pub token_file: Option<PathBuf>,
     pub limits: Limits,
     /// A forced upload may replace a package with different bytes.
     pub allow_overwrite: bool,
@@ -102,6 +106,7 @@ impl ServeConfig {
         Self {
             root: root.into(),
             tokens: Vec::new(),
+            token_file: None,
             limits: Limits::default(),
             allow_overwrite: false,
             channel_name: None,
@@ -125,7 +130,7 @@ impl ServeConfig {
 
     /// What can be known wrong without touching anything.
     pub fn check(&self) -> Result<(), ConfigError> {
-        if self.tokens.is_empty() {
+        if self.tokens.is_empty() && self.token_file.is_none() {
             return Err(ConfigError::NoTokens);
         }
         if let Some(name) = &self.channel_name {

@@ -15,7 +15,7 @@
 //! drained so the refusal is read), [`pending`] (anaconda.org-style
 //! uploads between their steps), [`error`] (every status code),
 //! [`access_log`], [`metrics`] (`GET /metrics`, and counting every
-//! request for it), [`token_file`] (tokens and their scopes), [`tls`]. [`run`]
+//! request for it), [`token_file`] (tokens and their scopes), [`tls`], [`reload`] (SIGHUP). [`run`]
 //! takes its listener and shutdown signal as parameters, so tests start it
 //! on port 0 and stop it cleanly.
 //!
@@ -35,6 +35,7 @@ pub mod listing;
 pub mod metrics;
 pub mod part_headers;
 pub mod pending;
+pub mod reload;
 pub mod request_limits;
 pub mod router;
 pub mod slow_clients;

@@ -6,7 +6,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -14,6 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::config::{ConfigError, Indexer, ServeConfig, TlsSetting};
 use super::error::ApiError;
 use super::pending::PendingUploads;
+use super::token_file::TokenFileError;
 use super::{staging, STAGING_DIR};
 use crate::index::conda::{CondaChannel, CondaIndexError};
 use crate::index::{IndexError, LiveIndex};
@@ -106,7 +107,11 @@ pub struct ChannelAccess {
 
 pub struct AppState {
     pub catalog: Catalog,
-    pub tokens: Vec<NamedToken>,
+    /// Those accepted now: `fixed_tokens` and the token file's, swapped
+    /// whole when the file is re-read.
+    tokens: RwLock<Arc<Vec<NamedToken>>>,
+    fixed_tokens: Vec<NamedToken>,
+    token_file: Option<PathBuf>,
     pub limits: Limits,
     pub allow_overwrite: bool,
     /// Where uploads are received: on the channel's file system, never
@@ -142,6 +147,8 @@ pub struct UploadSlot {
 pub enum OpenError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    TokenFile(#[from] TokenFileError),
     #[error("cannot create channel directory {path}")]
     CreateRoot {
         path: String,
@@ -196,6 +203,7 @@ impl AppState {
 
     fn open_in(config: &ServeConfig, store: Option<ObjectStorage>) -> Result<Self, OpenError> {
         config.check()?;
+        let tokens = all_tokens(&config.tokens, config.token_file.as_deref())?;
         let root = &config.root;
         let shown = |path: &Path| path.display().to_string();
         fs::create_dir_all(root).map_err(|source| OpenError::CreateRoot {
@@ -225,7 +233,9 @@ impl AppState {
         };
         Ok(Self {
             catalog,
-            tokens: config.tokens.clone(),
+            tokens: RwLock::new(Arc::new(tokens)),
+            fixed_tokens: config.tokens.clone(),
+            token_file: config.token_file.clone(),
             limits: config.limits.clone(),
             allow_overwrite: config.allow_overwrite,
             staging,
@@ -260,14 +270,34 @@ impl AppState {
         self.identify(token).map(|named| named.name.clone())
     }
 
-    fn identify(&self, token: &Token) -> Result<&NamedToken, ApiError> {
+    fn identify(&self, token: &Token) -> Result<NamedToken, ApiError> {
+        let tokens = self
+            .tokens
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let mut found = None;
-        for named in &self.tokens {
+        for named in tokens.iter() {
             if named.hash.matches(token) && found.is_none() {
                 found = Some(named);
             }
         }
-        found.ok_or(ApiError::Unauthorized)
+        found.cloned().ok_or(ApiError::Unauthorized)
+    }
+
+    /// Re-reads the token file (SIGHUP): its tokens replace the ones read
+    /// before, for every request from now on; on an error the old ones
+    /// stay. Returns how many tokens are accepted now.
+    pub fn reload_tokens(&self) -> Result<usize, TokenFileError> {
+        let tokens = all_tokens(&self.fixed_tokens, self.token_file.as_deref())?;
+        let count = tokens.len();
+        *self.tokens.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(tokens);
+        Ok(count)
+    }
+
+    /// The token file, if tokens come from one.
+    pub fn token_file(&self) -> Option<&Path> {
+        self.token_file.as_deref()
     }
 
     /// The name and scope of the token that matches, if its scope allows
@@ -276,7 +306,7 @@ impl AppState {
     pub fn authorize(&self, token: &Token, op: Op) -> Result<(String, Arc<Scope>), ApiError> {
         let named = self.identify(token)?;
         named.scope.allows_op(op).map_err(ApiError::Forbidden)?;
-        Ok((named.name.clone(), named.scope.clone()))
+        Ok((named.name, named.scope))
     }
 
     /// A slot for one upload: at once if one is free, else after waiting
@@ -340,6 +370,18 @@ impl AppState {
         }
         metrics.encode()
     }
+}
+
+/// `fixed` and the tokens of `file`, if any.
+fn all_tokens(
+    fixed: &[NamedToken],
+    file: Option<&Path>,
+) -> Result<Vec<NamedToken>, TokenFileError> {
+    let mut tokens = fixed.to_vec();
+    if let Some(file) = file {
+        tokens.extend(super::token_file::read(file)?);
+    }
+    Ok(tokens)
 }
 
 /// A place in the upload queue, given up when dropped.

@@ -154,3 +154,108 @@ fn bad_scope_fields_name_the_line() {
         "{err}"
     );
 }
+
+/// The body of a PUT sent in two halves: the second only once `go` says.
+fn two_halves(bytes: Vec<u8>, go: tokio::sync::oneshot::Receiver<()>) -> reqwest::Body {
+    let half = bytes.len() / 2;
+    let (first, second) = (bytes[..half].to_vec(), bytes[half..].to_vec());
+    let stream = futures_util::stream::unfold(
+        (0, Some(go), first, second),
+        |(step, go, first, second)| async move {
+            match step {
+                0 => Some((
+                    Ok::<_, std::io::Error>(first.clone()),
+                    (1, go, first, second),
+                )),
+                1 => {
+                    let _ = go?.await;
+                    Some((Ok(second.clone()), (2, None, first, second)))
+                }
+                _ => None,
+            }
+        },
+    );
+    reqwest::Body::wrap_stream(stream)
+}
+
+#[test]
+fn sighup_reloads_tokens_and_certificate_without_dropping_connections() {
+    use crate::common::served::{client_trusting, operator_certificate, serve_args, Served};
+    let dir = tempfile::tempdir().unwrap();
+    let (certs_before, certs_after) = (dir.path().join("before"), dir.path().join("after"));
+    fs::create_dir_all(&certs_before).unwrap();
+    fs::create_dir_all(&certs_after).unwrap();
+    let (cert, key) = operator_certificate(&certs_before);
+    let tokens = dir.path().join("tokens");
+    let line = |name: &str, secret: &str| format!("{name} {}\n", Token::new(secret).hash());
+    fs::write(
+        &tokens,
+        line("old", "old-secret") + &line("kept", "kept-secret"),
+    )
+    .unwrap();
+    let channel = dir.path().join("channel");
+    let token_flag = tokens.display().to_string();
+    let args = serve_args(
+        &channel,
+        Some((&cert, &key)),
+        &["--token-file", &token_flag],
+    );
+    let served = Served::start(dir.path(), &args, &[]);
+    let old_client = client_trusting(&cert);
+    let old_pem = fs::read(&cert).unwrap();
+    let runtime = crate::common::served::runtime();
+    let put_url = |file: &str| format!("{}noarch/{file}", served.url);
+
+    // An upload in flight across the reload: half its body sent before.
+    let (in_flight, in_flight_bytes) = package("inflight", "noarch", Format::Conda);
+    let (go, wait) = tokio::sync::oneshot::channel();
+    let request = old_client
+        .put(put_url(&in_flight))
+        .bearer_auth("kept-secret")
+        .body(two_halves(in_flight_bytes, wait));
+    let upload = runtime.spawn(async move { request.send().await.map(|r| r.status().as_u16()) });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    // New tokens (`old` gone, `new` added) and a new certificate, at the
+    // same paths.
+    fs::write(
+        &tokens,
+        line("kept", "kept-secret") + &line("new", "new-secret"),
+    )
+    .unwrap();
+    let (new_cert, new_key) = operator_certificate(&certs_after);
+    fs::copy(&new_cert, &cert).unwrap();
+    fs::copy(&new_key, &key).unwrap();
+    served.signal("HUP");
+    assert!(served.logged("SIGHUP: reload done"), "{}", served.stderr());
+    assert!(served.logged("(3 tokens accepted)"), "{}", served.stderr());
+
+    go.send(()).unwrap();
+    let status = runtime.block_on(upload).unwrap().unwrap();
+    assert_eq!(status, 201, "the in-flight upload was dropped");
+
+    // New connections get the new certificate and the new tokens.
+    let new_client = client_trusting(&new_cert);
+    let put = |client: &reqwest::Client, token: &str, file: &str, bytes: Vec<u8>| {
+        let request = client.put(put_url(file)).bearer_auth(token).body(bytes);
+        runtime.block_on(async move { request.send().await.map(|r| r.status().as_u16()) })
+    };
+    let (a, a_bytes) = package("a", "noarch", Format::Conda);
+    assert_eq!(
+        put(&new_client, "old-secret", &a, a_bytes.clone()).unwrap(),
+        401
+    );
+    assert_eq!(
+        put(&new_client, "new-secret", &a, a_bytes.clone()).unwrap(),
+        201
+    );
+    let (b, b_bytes) = package("b", "noarch", Format::Conda);
+    let only_old = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&old_pem).unwrap())
+        .build()
+        .unwrap();
+    assert!(
+        put(&only_old, TOKEN, &b, b_bytes).is_err(),
+        "a new connection still got the old certificate"
+    );
+}
