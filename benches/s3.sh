@@ -20,6 +20,12 @@
 #   RATTLER_INDEX  rattler-index binary [rattler-index on PATH or ~/.cargo/bin]
 #   MOTO_VENV      venv with moto[server]               [target/moto-venv]
 #   WORK           scratch dir (remade)                 [target/bench-s3]
+#   UPLOADS        sequential uploads timed against `serve -d s3://`   [100]
+#
+# Then `serve -d s3://BUCKET/ours` on the indexed prefix takes UPLOADS
+# small packages one after another (the original `POST /` over HTTPS), each
+# timed from sending to the 201 (which comes only once a committed
+# repodata.json in the bucket lists it): median, p90, max.
 #
 # moto is Python serving one request at a time, so absolute times say more
 # about moto than about S3; what carries over is the relative cost and the
@@ -39,6 +45,7 @@ TOOLS=${TOOLS:-ours rattler}
 WORK=${WORK:-$root/target/bench-s3}
 MOTO_VENV=${MOTO_VENV:-$root/target/moto-venv}
 MOTO=${MOTO:-moto[server]==5.2.1}
+UPLOADS=${UPLOADS:-100}
 if [ -z "${RATTLER_INDEX:-}" ]; then
     RATTLER_INDEX=$(command -v rattler-index || echo "$HOME/.cargo/bin/rattler-index")
 fi
@@ -72,7 +79,8 @@ mkfifo "$WORK/moto.stdin"
 "$PY" tests/moto/s3_server.py --log "$LOG" <"$WORK/moto.stdin" >"$WORK/moto.out" 2>"$WORK/moto.err" &
 MOTO_PID=$!
 exec 9>"$WORK/moto.stdin"
-trap 'exec 9>&-; kill $MOTO_PID 2>/dev/null || true' EXIT
+SERVE_PID=
+trap 'exec 9>&-; kill $MOTO_PID $SERVE_PID 2>/dev/null || true' EXIT
 for _ in $(seq 1200); do [ -s "$WORK/moto.out" ] && break; sleep 0.1; done
 [ -s "$WORK/moto.out" ] || { echo "moto did not start; see $WORK/moto.err" >&2; exit 1; }
 read -r PORT KEY SECRET < <("$PY" -c 'import json,sys; d=json.loads(open(sys.argv[1]).readline()); print(d["port"], d["writer"]["key"], d["writer"]["secret"])' "$WORK/moto.out")
@@ -189,3 +197,37 @@ for tool in "${selected[@]}"; do
     printf '%-24s %8.2f %9s %9s %9s %12.2f %9s %9s %9s\n' "${NAME[$tool]}" "${COLD[$tool]}" "$cr" "$(mb "$cd")" "$(mb "$cu")" \
         "${NOCHANGE[$tool]}" "$nr" "$(mb "$nd")" "$(mb "$nu")"
 done
+
+# upload->201 latency against the bucket, through serve.
+if [ "$UPLOADS" -gt 0 ] && [[ " ${selected[*]} " == *" ours "* ]]; then
+    say "serve -d s3://$BUCKET/ours: $UPLOADS sequential uploads"
+    "$OURS" -q generate "$WORK/uploads" --packages "$UPLOADS" --payload-bytes 20000 \
+        --subdir noarch --name-prefix upl --seed 1
+    token=bench-token
+    hash=$(printf '%s' "$token" | "$OURS" hash-token)
+    port=$(( 20000 + RANDOM % 20000 ))
+    "$OURS" serve -d "s3://$BUCKET/ours" -p "$port" --bind 127.0.0.1 -t "$hash" \
+        --state-dir "$WORK/serve-state" >"$WORK/serve.log" 2>&1 &
+    SERVE_PID=$!
+    for _ in $(seq 600); do
+        curl -ksf "https://127.0.0.1:$port/healthz" >/dev/null && break
+        sleep 0.1
+    done
+    mark=$(log_lines)
+    : >"$WORK/latency.txt"
+    while IFS= read -r -d '' pkg; do
+        code_time=$(curl -ks -o /dev/null -w '%{http_code} %{time_total}' \
+            -F "token=$token" -F "artifact=@$pkg" "https://127.0.0.1:$port/")
+        [ "${code_time%% *}" = 201 ] ||
+            { echo "upload of $pkg: ${code_time%% *}; see $WORK/serve.log" >&2; exit 1; }
+        echo "${code_time#* }" >>"$WORK/latency.txt"
+    done < <(find "$WORK/uploads" -name '*.conda' -print0 -o -name '*.tar.bz2' -print0)
+    read -r ur ud uu <<<"$(traffic "$mark")"
+    n=$(wc -l <"$WORK/latency.txt")
+    sort -g "$WORK/latency.txt" | awk -v n="$n" -v r="$ur" '
+        {a[NR] = $1 * 1000}
+        END {printf "upload->201 against the bucket: %d uploads, median %.0f ms, p90 %.0f ms, max %.0f ms; %.1f store requests per upload\n",
+             n, a[int((n + 1) / 2)], a[int(n * 0.9) > 0 ? int(n * 0.9) : 1], a[n], r / n}'
+    kill "$SERVE_PID" && wait "$SERVE_PID" 2>/dev/null || true
+    SERVE_PID=
+fi

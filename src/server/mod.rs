@@ -28,6 +28,7 @@ pub mod access_log;
 pub mod auth;
 pub mod config;
 pub mod error;
+mod forward_write;
 mod handlers;
 pub mod idle_connections;
 pub mod lingering;

@@ -156,6 +156,39 @@ pub fn oracle() -> (PathBuf, PathBuf) {
     (script_dir.join("conda-index"), venv.clone())
 }
 
+/// A Python interpreter in the virtualenv named by `$env_var` (else
+/// `target/<default_dir>`), with `requirement` pip-installed on first use
+/// unless `import <probe>` already works there; `.ci/run` makes each
+/// venv up front, this makes a local run work without it.
+pub fn venv_python(env_var: &str, default_dir: &str, probe: &str, requirement: &str) -> PathBuf {
+    let venv = std::env::var_os(env_var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target")
+                .join(default_dir)
+        });
+    let python = venv.join("bin/python");
+    let ready = Command::new(&python)
+        .args(["-c", &format!("import {probe}")])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !ready {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .unwrap();
+        assert!(made.success(), "python3 -m venv {} failed", venv.display());
+        let installed = Command::new(&python)
+            .args(["-m", "pip", "install", "-q", requirement])
+            .status()
+            .unwrap();
+        assert!(installed.success(), "pip install {requirement} failed");
+    }
+    python
+}
+
 /// The py-rattler version the client tests run (the rattler Python
 /// bindings, from the package registry).
 pub const PY_RATTLER: &str = "py-rattler==0.28.0";
@@ -166,32 +199,7 @@ pub const PY_RATTLER: &str = "py-rattler==0.28.0";
 pub fn python_with_rattler() -> PathBuf {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON
-        .get_or_init(|| {
-            let venv = std::env::var_os("RATTLER_VENV")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/rattler-venv")
-                });
-            let python = venv.join("bin/python");
-            let ready = Command::new(&python)
-                .args(["-c", "import rattler"])
-                .output()
-                .is_ok_and(|out| out.status.success());
-            if !ready {
-                let made = Command::new("python3")
-                    .args(["-m", "venv"])
-                    .arg(&venv)
-                    .status()
-                    .unwrap();
-                assert!(made.success(), "python3 -m venv {} failed", venv.display());
-                let installed = Command::new(&python)
-                    .args(["-m", "pip", "install", "-q", PY_RATTLER])
-                    .status()
-                    .unwrap();
-                assert!(installed.success(), "pip install {PY_RATTLER} failed");
-            }
-            python
-        })
+        .get_or_init(|| venv_python("RATTLER_VENV", "rattler-venv", "rattler", PY_RATTLER))
         .clone()
 }
 
@@ -206,31 +214,12 @@ pub fn python_with_cps() -> PathBuf {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON
         .get_or_init(|| {
-            let venv = std::env::var_os("CPS_VENV")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/cps-venv"));
-            let python = venv.join("bin/python");
-            let ready = Command::new(&python)
-                .args(["-c", "import conda_package_streaming.extract"])
-                .output()
-                .is_ok_and(|out| out.status.success());
-            if !ready {
-                let made = Command::new("python3")
-                    .args(["-m", "venv"])
-                    .arg(&venv)
-                    .status()
-                    .unwrap();
-                assert!(made.success(), "python3 -m venv {} failed", venv.display());
-                let installed = Command::new(&python)
-                    .args(["-m", "pip", "install", "-q", CONDA_PACKAGE_STREAMING])
-                    .status()
-                    .unwrap();
-                assert!(
-                    installed.success(),
-                    "pip install {CONDA_PACKAGE_STREAMING} failed"
-                );
-            }
-            python
+            venv_python(
+                "CPS_VENV",
+                "cps-venv",
+                "conda_package_streaming.extract",
+                CONDA_PACKAGE_STREAMING,
+            )
         })
         .clone()
 }
@@ -246,30 +235,13 @@ pub fn anaconda_client() -> PathBuf {
     static ANACONDA: OnceLock<PathBuf> = OnceLock::new();
     ANACONDA
         .get_or_init(|| {
-            let venv = std::env::var_os("ANACONDA_VENV")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/anaconda-venv")
-                });
-            let python = venv.join("bin/python");
-            let ready = Command::new(&python)
-                .args(["-c", "import binstar_client"])
-                .output()
-                .is_ok_and(|out| out.status.success());
-            if !ready {
-                let made = Command::new("python3")
-                    .args(["-m", "venv"])
-                    .arg(&venv)
-                    .status()
-                    .unwrap();
-                assert!(made.success(), "python3 -m venv {} failed", venv.display());
-                let installed = Command::new(&python)
-                    .args(["-m", "pip", "install", "-q", ANACONDA_CLIENT])
-                    .status()
-                    .unwrap();
-                assert!(installed.success(), "pip install {ANACONDA_CLIENT} failed");
-            }
-            venv.join("bin/anaconda")
+            let python = venv_python(
+                "ANACONDA_VENV",
+                "anaconda-venv",
+                "binstar_client",
+                ANACONDA_CLIENT,
+            );
+            python.with_file_name("anaconda")
         })
         .clone()
 }

@@ -20,30 +20,7 @@ pub const MOTO: &str = "moto[server]==5.2.1";
 pub fn moto_python() -> PathBuf {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON
-        .get_or_init(|| {
-            let venv = std::env::var_os("MOTO_VENV")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/moto-venv"));
-            let python = venv.join("bin/python");
-            let ready = Command::new(&python)
-                .args(["-c", "import moto, flask, werkzeug"])
-                .output()
-                .is_ok_and(|out| out.status.success());
-            if !ready {
-                let made = Command::new("python3")
-                    .args(["-m", "venv"])
-                    .arg(&venv)
-                    .status()
-                    .unwrap();
-                assert!(made.success(), "python3 -m venv {} failed", venv.display());
-                let installed = Command::new(&python)
-                    .args(["-m", "pip", "install", "-q", MOTO])
-                    .status()
-                    .unwrap();
-                assert!(installed.success(), "pip install {MOTO} failed");
-            }
-            python
-        })
+        .get_or_init(|| super::venv_python("MOTO_VENV", "moto-venv", "moto, flask, werkzeug", MOTO))
         .clone()
 }
 

@@ -1,6 +1,7 @@
 //! `serve`'s command line: the original's flat invocation and spellings,
 //! no arguments at all, start-up errors that change nothing, several
-//! tokens named in the log, a private channel with its own name.
+//! tokens named in the log, a private channel with its own name, the
+//! outputs refused on a bucket.
 
 use std::fs;
 use std::path::PathBuf;
@@ -307,4 +308,28 @@ fn private_named_channel_from_the_command_line() {
         "{}",
         served.stderr()
     );
+}
+
+/// On a bucket several servers commit metadata, and only repodata.json
+/// and what derives from it is committed conditionally: the outputs one
+/// server would rewrite from its own view are refused before anything
+/// starts, and no local folder named `s3:` appears.
+#[test]
+fn extra_outputs_are_refused_on_a_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = Token::new(TOKEN).hash().to_string();
+    for flag in ["--current-repodata", "--channeldata", "--index-html"] {
+        let output = std::process::Command::new(common::bin())
+            .args(["serve", "-d", "s3://chan/main", "-t", &hash, flag])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stderr = common::stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{flag}: {stderr}");
+        assert!(
+            stderr.contains(flag) && stderr.contains("cannot be used with -d s3://"),
+            "{flag}: {stderr}"
+        );
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "{flag}");
+    }
 }
