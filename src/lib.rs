@@ -53,6 +53,7 @@ pub mod cli;
 )]
 pub mod generate;
 pub mod index;
+pub mod metrics;
 pub mod package;
 pub mod publish;
 pub mod repodata;

@@ -26,6 +26,7 @@ use crate::repodata::{
     FileNameError, IndexedPackage, PackageFileName, Subdir, UploadRecord, UploadRecordError,
 };
 use crate::storage::{ChannelStore, FileStat, PutError, PutMode, Storage};
+use crate::token::Scope;
 
 /// An upload received into the staging directory (on the channel's file
 /// system, so it can be linked into place), hashed as it arrived. The file
@@ -48,6 +49,9 @@ pub struct PublishRequest {
     /// Replace a different package of the same name (also needs the server
     /// to allow overwrites).
     pub force: bool,
+    /// What the uploading token may touch (checked against the package's
+    /// own subdir and name before the channel is touched).
+    pub scope: Option<std::sync::Arc<Scope>>,
 }
 
 /// The JSON answer to a successful upload.
@@ -74,6 +78,9 @@ pub enum PublishError {
     Conflict(String),
     #[error("{0} is not in the channel")]
     NotFound(String),
+    /// The token's scope does not cover the package.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     #[error("storage failure: {0}")]
     Storage(#[from] io::Error),
     #[error("conda index failed: {0}")]
@@ -213,6 +220,13 @@ pub fn publish(
 ) -> Result<Published, PublishError> {
     let (file_name, upload) = verify(&staged, request)?;
     let subdir = upload.subdir.as_str();
+    if let Some(scope) = &request.scope {
+        // The record's name, as repodata will list it.
+        let name = upload.package.name.as_deref().unwrap_or_default();
+        scope
+            .allows_package(subdir, name)
+            .map_err(PublishError::Forbidden)?;
+    }
     let published = Published {
         filename: file_name.to_string(),
         subdir: subdir.to_owned(),

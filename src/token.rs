@@ -2,7 +2,8 @@
 //! never print themselves, and constant-time checks.
 //!
 //! The original stored only `hex(sha256(SALT + token))` with a fixed salt,
-//! so hashes made for it keep working here unchanged. Plain tokens exist only
+//! so hashes made for it keep working here unchanged. [`scope`] is what
+//! a token may do. Plain tokens exist only
 //! while a request is checked; only hashes are configured and stored.
 
 use std::fmt;
@@ -12,6 +13,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::package::hex;
+
+pub mod scope;
+pub use scope::{Op, Scope, ScopeError};
 
 /// The original handler's constant salt.
 pub const SALT: &str = "42679ad04d44c96ed27470c02bfb28c3";

@@ -188,10 +188,7 @@ impl Channel {
         std::fs::write(subdir.join(&present.file_name), &present.bytes).expect("write package");
         let mut config = ServeConfig::new(&path);
         config.indexer = Indexer::Native(IndexOptions::default());
-        config.tokens = vec![NamedToken {
-            name: "fuzz".into(),
-            hash: Token::new(TOKEN).hash(),
-        }];
+        config.tokens = vec![NamedToken::new("fuzz", Token::new(TOKEN).hash())];
         config.limits = Limits {
             max_upload_bytes: MAX_UPLOAD_BYTES,
             max_concurrent_uploads: 4,

@@ -89,8 +89,10 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     token_hashes: Vec<String>,
-    /// File of `NAME HASH` lines, one token per line (# comments allowed);
-    /// the name is what the log shows for uploads made with that token.
+    /// File of `NAME HASH [ops=upload,delete,read] [subdirs=noarch,…]
+    /// [names=GLOB,…] [expires=YYYY-MM-DD]` lines, one token per line (#
+    /// comments allowed); the name is what the log shows for uploads made
+    /// with that token, the fields limit what it may do. Re-read on SIGHUP.
     #[arg(long, env = "AUH_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// Serve plain HTTP (only behind a TLS-terminating reverse proxy).
@@ -144,6 +146,11 @@ pub struct ServeArgs {
     /// or Basic authentication).
     #[arg(long, env = "AUH_PRIVATE")]
     private: bool,
+    /// `GET /metrics` (Prometheus) needs a configured token, as reads of a
+    /// private channel do (implied by --private); without it the metrics
+    /// are open to anyone who can reach the port.
+    #[arg(long, env = "AUH_METRICS_TOKEN_REQUIRED")]
+    metrics_token_required: bool,
     /// Seconds clients may cache repodata and listings before asking again
     /// (0: revalidate every time, answered 304 when nothing changed).
     #[arg(long, env = "AUH_METADATA_MAX_AGE", default_value_t = 0)]
@@ -253,6 +260,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // async worker.
     let state = Arc::new(tokio::task::block_in_place(|| AppState::open(&config))?);
     let root = &config.root;
+    let reloadable = match (&operator_tls, &config.tls) {
+        (Some(tls), TlsSetting::Files { cert, key }) => Some(server::reload::TlsFiles {
+            config: tls.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    server::reload::on_hangup(state.clone(), reloadable)
+        .context("cannot install the SIGHUP handler")?;
     let tls = match (operator_tls, &config.tls) {
         (Some(tls), _) => Some(tls),
         (None, TlsSetting::SelfSigned) => Some(self_signed_tls(root)?),
@@ -366,6 +383,7 @@ impl ServeArgs {
         Ok(ServeConfig {
             root,
             tokens,
+            token_file: self.token_file.clone(),
             // The original's 0 meant "as short as possible": one second.
             limits: Limits {
                 max_upload_bytes: self.max_upload_size,
@@ -380,6 +398,7 @@ impl ServeArgs {
             allow_overwrite: self.allow_overwrite,
             channel_name: self.channel_name,
             private: self.private,
+            metrics_token_required: self.metrics_token_required,
             metadata_max_age: self.metadata_max_age,
             indexer,
             listen: SocketAddr::new(self.bind, self.port),
@@ -450,51 +469,25 @@ fn load_tokens(args: &ServeArgs) -> anyhow::Result<Vec<NamedToken>> {
     for (i, text) in args.token_hashes.iter().enumerate() {
         let hash =
             TokenHash::parse(text).with_context(|| format!("bad -t/--token-hash #{}", i + 1))?;
-        tokens.push(NamedToken {
-            name: format!("token-{}", i + 1),
-            hash,
-        });
+        tokens.push(NamedToken::new(format!("token-{}", i + 1), hash));
     }
     if let Some(path) = &args.token_file {
-        tokens.extend(read_token_file(path)?);
+        // Read here so a bad file fails before anything starts; the
+        // server reads it itself (and again on SIGHUP).
+        read_token_file(path)?;
     }
-    if tokens.is_empty() {
+    if tokens.is_empty() && args.token_file.is_none() {
         let token = Token::generate();
         println!("no token configured; generated one for this run:");
         println!("  token: {}", token.expose());
         println!("  hash:  {}  (pass with -t to keep it)", token.hash());
-        tokens.push(NamedToken {
-            name: "generated".into(),
-            hash: token.hash(),
-        });
+        tokens.push(NamedToken::new("generated", token.hash()));
     }
     Ok(tokens)
 }
 
 fn read_token_file(path: &Path) -> anyhow::Result<Vec<NamedToken>> {
-    let text = fs::read_to_string(path)
-        .with_context(|| format!("cannot read token file {}", path.display()))?;
-    let mut tokens = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let mut parts = line.split_whitespace();
-        let (Some(name), Some(hash), None) = (parts.next(), parts.next(), parts.next()) else {
-            bail!("{}:{}: expected `NAME HASH`", path.display(), number + 1);
-        };
-        let hash =
-            TokenHash::parse(hash).with_context(|| format!("{}:{}", path.display(), number + 1))?;
-        tokens.push(NamedToken {
-            name: name.to_owned(),
-            hash,
-        });
-    }
-    if tokens.is_empty() {
-        bail!("token file {} holds no tokens", path.display());
-    }
-    Ok(tokens)
+    Ok(server::token_file::read(path)?)
 }
 
 fn self_signed_tls(root: &Path) -> anyhow::Result<RustlsConfig> {

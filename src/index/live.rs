@@ -30,6 +30,7 @@ use super::outputs::patches::PATCH_INSTRUCTIONS;
 use super::outputs::shards::{state_path, ShardMaps, ShardState};
 use super::outputs::{self, Plan, ShardsBefore};
 use super::{index_subdirs, IndexError, IndexOptions, IndexSummary};
+use crate::metrics::Metrics;
 use crate::repodata::{IndexedPackage, SubdirRepodata};
 use crate::storage::{ChannelStore, FileStat, Storage};
 
@@ -47,6 +48,8 @@ pub struct LiveIndex {
     root: Mutex<()>,
     subdirs: Mutex<BTreeMap<String, Arc<Subdir>>>,
     caches: CacheWriter,
+    /// Where commits are counted (the server's `/metrics`).
+    metrics: Option<Arc<Metrics>>,
 }
 
 struct Subdir {
@@ -133,8 +136,38 @@ impl LiveIndex {
             root: Mutex::new(()),
             subdirs: Mutex::new(subdirs),
             caches,
+            metrics: None,
         };
         Ok((live, summary))
+    }
+
+    /// Counts every commit in `metrics`.
+    #[must_use]
+    pub fn observed(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// One group commit of `updates` updates, which took `took`.
+    fn count_commit(&self, took: Duration, updates: u64) {
+        if let Some(metrics) = &self.metrics {
+            metrics.committed(took, updates);
+        }
+    }
+
+    /// How many packages each subdir lists now.
+    pub fn package_counts(&self) -> Vec<(String, usize)> {
+        let slots: Vec<(String, Arc<Subdir>)> = lock(&self.subdirs)
+            .iter()
+            .map(|(name, slot)| (name.clone(), slot.clone()))
+            .collect();
+        slots
+            .into_iter()
+            .map(|(name, slot)| {
+                let count = lock(&slot.state).repodata.packages.len();
+                (name, count)
+            })
+            .collect()
     }
 
     pub fn store(&self) -> &ChannelStore {
@@ -280,6 +313,7 @@ impl LiveIndex {
             snapshot - *written,
             started.elapsed().as_secs_f64() * 1000.0,
         );
+        self.count_commit(started.elapsed(), snapshot.saturating_sub(*written));
         *written = snapshot;
         self.caches.mark(slot);
         Ok(())

@@ -22,20 +22,24 @@ use std::sync::Arc;
 use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Uri};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use base64::Engine as _;
 
 use super::access_log::UploadNote;
 use super::error::{refusal, ApiError};
 use super::state::{AppState, UploadSlot};
-use crate::token::Token;
+use crate::repodata::PackageFileName;
+use crate::token::{Op, Scope, Token};
 
 /// A request through the front door: its token's name is in `note`, which
 /// also names the package when the path does.
 pub struct Authorized {
     pub state: Arc<AppState>,
     pub note: UploadNote,
+    /// What the token may touch; the operation and what the path names
+    /// are already checked.
+    pub scope: Arc<Scope>,
 }
 
 /// An [`Authorized`] request holding an upload slot, which it keeps until
@@ -43,6 +47,7 @@ pub struct Authorized {
 pub struct Uploading {
     pub state: Arc<AppState>,
     pub note: UploadNote,
+    pub scope: Arc<Scope>,
     pub slot: UploadSlot,
 }
 
@@ -69,17 +74,30 @@ impl FromRequestParts<Arc<AppState>> for Authorized {
             },
             ..UploadNote::default()
         };
+        let op = match parts.method {
+            Method::DELETE => Op::Delete,
+            // The API's reads are what uploaders ask before uploading.
+            Method::GET | Method::HEAD => Op::Read,
+            _ => Op::Upload,
+        };
         let checked = refuse_query_token(&parts.uri)
-            .and_then(|()| authenticate_headers(state, &parts.headers))
-            .map(|name| note.token = Some(name))
-            .and_then(|()| match param("channel") {
-                Some(channel) => state.check_channel(&channel),
-                None => Ok(()),
+            .and_then(|()| authorize_headers(state, &parts.headers, op))
+            .map(|(name, scope)| {
+                note.token = Some(name);
+                scope
+            })
+            .and_then(|scope| {
+                if let Some(channel) = param("channel") {
+                    state.check_channel(&channel)?;
+                }
+                check_named(&scope, op, param).map_err(ApiError::Forbidden)?;
+                Ok(scope)
             });
         match checked {
-            Ok(()) => Ok(Self {
+            Ok(scope) => Ok(Self {
                 state: state.clone(),
                 note,
+                scope,
             }),
             Err(err) => Err(refusal(err, note)),
         }
@@ -93,12 +111,65 @@ impl FromRequestParts<Arc<AppState>> for Uploading {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let Authorized { state, note } = Authorized::from_request_parts(parts, state).await?;
+        let Authorized { state, note, scope } =
+            Authorized::from_request_parts(parts, state).await?;
         match state.upload_slot().await {
-            Ok(slot) => Ok(Self { state, note, slot }),
+            Ok(slot) => Ok(Self {
+                state,
+                note,
+                scope,
+                slot,
+            }),
             Err(err) => Err(refusal(err, note)),
         }
     }
+}
+
+/// The name and scope of the configured token a request carries in its
+/// headers, if it may do `op` (for a read of the API, an upload will do:
+/// uploaders ask before they upload).
+pub fn authorize_headers(
+    state: &AppState,
+    headers: &HeaderMap,
+    op: Op,
+) -> Result<(String, Arc<Scope>), ApiError> {
+    let token = header_token(headers)?.ok_or(ApiError::Unauthorized)?;
+    match state.authorize(&token, op) {
+        Err(ApiError::Forbidden(_)) if op == Op::Read => state.authorize(&token, Op::Upload),
+        result => result,
+    }
+}
+
+/// Whether `scope` covers what the path names: its subdir, the package
+/// its file name or `{package}` names. A delete the path names no subdir
+/// for (anaconda.org's package and release deletes) is refused to a token
+/// limited to subdirs: what it would remove is not known here.
+fn check_named(
+    scope: &Scope,
+    op: Op,
+    param: impl Fn(&str) -> Option<String>,
+) -> Result<(), String> {
+    match param("subdir") {
+        Some(subdir) => scope.allows_subdir(&subdir)?,
+        None if op == Op::Delete && scope.subdirs.is_some() => {
+            return Err(
+                "this token is limited to subdirs: delete one file by its subdir instead".into(),
+            )
+        }
+        None => {}
+    }
+    if let Some(package) = param("package") {
+        scope.allows_name(&package)?;
+    }
+    if let Some(file) = param("filename") {
+        if let Some(dist) = PackageFileName::parse(&file)
+            .ok()
+            .and_then(|f| f.dist().ok())
+        {
+            scope.allows_name(dist.name())?;
+        }
+    }
+    Ok(())
 }
 
 /// The name of the configured token a request carries in its headers.

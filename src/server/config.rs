@@ -25,7 +25,11 @@ pub const SERVE_ZSTD_LEVEL: i32 = 1;
 pub struct ServeConfig {
     /// The channel's root directory (made if missing).
     pub root: PathBuf,
+    /// Tokens given directly (`-t`); with `token_file`'s, those accepted.
     pub tokens: Vec<NamedToken>,
+    /// The token file, read when the state is opened and again on SIGHUP
+    /// (see `reload`).
+    pub token_file: Option<PathBuf>,
     pub limits: Limits,
     /// A forced upload may replace a package with different bytes.
     pub allow_overwrite: bool,
@@ -34,6 +38,9 @@ pub struct ServeConfig {
     pub channel_name: Option<String>,
     /// Reads need a token too.
     pub private: bool,
+    /// `GET /metrics` needs a token allowed to read (always on a private
+    /// channel).
+    pub metrics_token_required: bool,
     /// Seconds clients may cache metadata without asking again.
     pub metadata_max_age: u32,
     pub indexer: Indexer,
@@ -99,10 +106,12 @@ impl ServeConfig {
         Self {
             root: root.into(),
             tokens: Vec::new(),
+            token_file: None,
             limits: Limits::default(),
             allow_overwrite: false,
             channel_name: None,
             private: false,
+            metrics_token_required: false,
             metadata_max_age: 0,
             indexer: Indexer::Native(IndexOptions {
                 zst: true,
@@ -121,7 +130,7 @@ impl ServeConfig {
 
     /// What can be known wrong without touching anything.
     pub fn check(&self) -> Result<(), ConfigError> {
-        if self.tokens.is_empty() {
+        if self.tokens.is_empty() && self.token_file.is_none() {
             return Err(ConfigError::NoTokens);
         }
         if let Some(name) = &self.channel_name {
@@ -167,10 +176,9 @@ mod tests {
     fn check_refuses_what_cannot_work() {
         let mut config = ServeConfig::new("channel");
         assert_eq!(config.check(), Err(ConfigError::NoTokens));
-        config.tokens.push(NamedToken {
-            name: "ci".into(),
-            hash: Token::new("t").hash(),
-        });
+        config
+            .tokens
+            .push(NamedToken::new("ci", Token::new("t").hash()));
         assert_eq!(config.check(), Ok(()));
         for bad in ["a/b", ".hidden", "a%2fb", ""] {
             config.channel_name = Some(bad.into());

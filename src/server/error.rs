@@ -48,6 +48,9 @@ pub enum ApiError {
     /// A request body that broke off mid-way.
     #[error("reading the request body failed: {0}")]
     BadBody(axum::Error),
+    /// A token whose scope does not allow the request (issue 14.5).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("method not allowed")]
@@ -81,7 +84,48 @@ pub enum ApiError {
     Worker(#[from] tokio::task::JoinError),
 }
 
+/// Marks an error response with why it was refused, for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused(pub &'static str);
+
 impl ApiError {
+    /// A short, fixed name for why the request was refused (a metric
+    /// label: never anything the client sent).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unauthorized | Self::TokenAfterArtifact => "unauthorized",
+            Self::TooManyWrongTokens(_) => "too_many_wrong_tokens",
+            Self::PartHeaderTooLarge(_) => "part_header_too_large",
+            Self::BadRequest(_)
+            | Self::BadQuery(_)
+            | Self::BadMultipart(_)
+            | Self::NotUtf8(_)
+            | Self::BadBody(_) => "bad_request",
+            Self::Md5Mismatch { .. } => "checksum_mismatch",
+            Self::NotFound(_) => "not_found",
+            Self::Forbidden(_) => "forbidden",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Conflict(_) => "conflict",
+            Self::TooLarge(_) => "too_large",
+            Self::Timeout(_) => "timeout",
+            Self::TooSlow(_) => "too_slow",
+            Self::Busy => "busy",
+            Self::InsufficientStorage(_) => "insufficient_storage",
+            Self::Publish(err) => match err {
+                PublishError::BadFileName(_) => "bad_file_name",
+                PublishError::ChecksumMismatch { .. } => "checksum_mismatch",
+                PublishError::InvalidPackage(_) => "invalid_package",
+                PublishError::ArchMismatch { .. } => "arch_mismatch",
+                PublishError::Conflict(_) => "conflict",
+                PublishError::NotFound(_) => "not_found",
+                PublishError::Forbidden(_) => "forbidden",
+                PublishError::Storage(err) if is_storage_full(err) => "insufficient_storage",
+                PublishError::Storage(_) | PublishError::CondaIndex(_) => "internal",
+            },
+            Self::Internal(_) | Self::Worker(_) => "internal",
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized | Self::TokenAfterArtifact => StatusCode::UNAUTHORIZED,
@@ -94,6 +138,7 @@ impl ApiError {
             | Self::BadBody(_)
             | Self::Md5Mismatch { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -131,6 +176,7 @@ fn publish_status(err: &PublishError) -> StatusCode {
         }
         PublishError::Conflict(_) => StatusCode::CONFLICT,
         PublishError::NotFound(_) => StatusCode::NOT_FOUND,
+        PublishError::Forbidden(_) => StatusCode::FORBIDDEN,
         PublishError::Storage(_) | PublishError::CondaIndex(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -198,6 +244,7 @@ impl IntoResponse for ApiError {
         }
         let body = Json(serde_json::json!({ "error": self.public_message() }));
         let mut response = (status, body).into_response();
+        response.extensions_mut().insert(Refused(self.reason()));
         if matches!(self, Self::Unauthorized | Self::TokenAfterArtifact) {
             // Lets a browser (or curl --anyauth) offer to log in.
             response.headers_mut().insert(

@@ -14,7 +14,8 @@
 //! [`wrong_tokens`] (a limit on guessing), [`lingering`] (refused bodies
 //! drained so the refusal is read), [`pending`] (anaconda.org-style
 //! uploads between their steps), [`error`] (every status code),
-//! [`access_log`], [`tls`]. [`run`]
+//! [`access_log`], [`metrics`] (`GET /metrics`, and counting every
+//! request for it), [`token_file`] (tokens and their scopes), [`tls`], [`reload`] (SIGHUP). [`run`]
 //! takes its listener and shutdown signal as parameters, so tests start it
 //! on port 0 and stop it cleanly.
 //!
@@ -32,14 +33,17 @@ mod handlers;
 pub mod idle_connections;
 pub mod lingering;
 pub mod listing;
+pub mod metrics;
 pub mod part_headers;
 pub mod pending;
+pub mod reload;
 pub mod request_limits;
 pub mod router;
 pub mod slow_clients;
 pub mod staging;
 pub mod state;
 pub mod tls;
+pub mod token_file;
 pub mod wrong_tokens;
 
 use std::future::Future;

@@ -10,6 +10,7 @@ use super::access_log::log_request;
 use super::handlers;
 use super::idle_connections;
 use super::lingering;
+use super::metrics;
 use super::request_limits;
 use super::slow_clients;
 use super::state::AppState;
@@ -54,6 +55,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .merge(anaconda_routes())
         .route("/healthz", get(handlers::healthz))
+        .route(metrics::METRICS_PATH, get(metrics::scrape))
         // Reading the channel: every other GET/HEAD.
         .fallback(handlers::serve_file)
         // Uploads stream to disk and stop at the upload limit (413); this
@@ -80,6 +82,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             lingering::linger,
+        ))
+        // Outside lingering: what a refusal's drain reads is counted too.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count,
         ))
         .layer(middleware::from_fn(log_request))
         // Outermost: a connection is busy until the response is sent.

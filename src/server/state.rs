@@ -6,7 +6,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -14,21 +14,36 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::config::{ConfigError, Indexer, ServeConfig, TlsSetting};
 use super::error::ApiError;
 use super::pending::PendingUploads;
+use super::token_file::TokenFileError;
 use super::{staging, STAGING_DIR};
 use crate::index::conda::{CondaChannel, CondaIndexError};
 use crate::index::{IndexError, LiveIndex};
+use crate::metrics::Metrics;
 use crate::publish::Catalog;
 use crate::storage::probe::{probe_conditional_writes, ProbeError};
 use crate::storage::{
     ChannelLock, ChannelStore, LocalFs, LockError, ObjectOptions, ObjectStorage, S3Location,
 };
-use crate::token::{Token, TokenHash};
+use crate::token::{Op, Scope, Token, TokenHash};
 
-/// A configured token: who it belongs to (for the log) and its hash.
+/// A configured token: who it belongs to (for the log), its hash, and
+/// what it may do.
 #[derive(Debug, Clone)]
 pub struct NamedToken {
     pub name: String,
     pub hash: TokenHash,
+    pub scope: Arc<Scope>,
+}
+
+impl NamedToken {
+    /// A token that may do everything.
+    pub fn new(name: impl Into<String>, hash: TokenHash) -> Self {
+        Self {
+            name: name.into(),
+            hash,
+            scope: Arc::default(),
+        }
+    }
 }
 
 /// Bounds that keep one client from starving the others.
@@ -92,7 +107,11 @@ pub struct ChannelAccess {
 
 pub struct AppState {
     pub catalog: Catalog,
-    pub tokens: Vec<NamedToken>,
+    /// Those accepted now: `fixed_tokens` and the token file's, swapped
+    /// whole when the file is re-read.
+    tokens: RwLock<Arc<Vec<NamedToken>>>,
+    fixed_tokens: Vec<NamedToken>,
+    token_file: Option<PathBuf>,
     pub limits: Limits,
     pub allow_overwrite: bool,
     /// Where uploads are received: on the channel's file system, never
@@ -108,6 +127,10 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// How often a bucket is reconciled (`None`: a local channel).
     pub reconcile_every: Option<Duration>,
+    /// What `/metrics` shows.
+    pub metrics: Arc<Metrics>,
+    /// `/metrics` needs a token allowed to read.
+    pub metrics_token_required: bool,
     /// Held while the state lives: one writer per local channel (a bucket
     /// has none; its writers compare-and-swap).
     _lock: Option<ChannelLock>,
@@ -124,6 +147,8 @@ pub struct UploadSlot {
 pub enum OpenError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    TokenFile(#[from] TokenFileError),
     #[error("cannot create channel directory {path}")]
     CreateRoot {
         path: String,
@@ -178,6 +203,7 @@ impl AppState {
 
     fn open_in(config: &ServeConfig, store: Option<ObjectStorage>) -> Result<Self, OpenError> {
         config.check()?;
+        let tokens = all_tokens(&config.tokens, config.token_file.as_deref())?;
         let root = &config.root;
         let shown = |path: &Path| path.display().to_string();
         fs::create_dir_all(root).map_err(|source| OpenError::CreateRoot {
@@ -193,7 +219,8 @@ impl AppState {
             path: shown(&staging),
             source,
         })?;
-        let catalog = open_catalog(config, store)?;
+        let metrics = Arc::new(Metrics::new());
+        let catalog = open_catalog(config, store, &metrics)?;
         let access = ChannelAccess {
             name: config.channel_name.clone().unwrap_or_else(|| {
                 config
@@ -206,7 +233,9 @@ impl AppState {
         };
         Ok(Self {
             catalog,
-            tokens: config.tokens.clone(),
+            tokens: RwLock::new(Arc::new(tokens)),
+            fixed_tokens: config.tokens.clone(),
+            token_file: config.token_file.clone(),
             limits: config.limits.clone(),
             allow_overwrite: config.allow_overwrite,
             staging,
@@ -219,6 +248,8 @@ impl AppState {
             queued: AtomicUsize::new(0),
             public_url: config.public_url.clone(),
             reconcile_every: config.bucket.as_ref().map(|_| config.reconcile_every),
+            metrics,
+            metrics_token_required: config.metrics_token_required || config.private,
             _lock: lock,
         })
     }
@@ -236,13 +267,46 @@ impl AppState {
     /// compared, each in constant time, so timing says nothing about which
     /// (or whether one) matched.
     pub fn authenticate(&self, token: &Token) -> Result<String, ApiError> {
+        self.identify(token).map(|named| named.name.clone())
+    }
+
+    fn identify(&self, token: &Token) -> Result<NamedToken, ApiError> {
+        let tokens = self
+            .tokens
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let mut found = None;
-        for named in &self.tokens {
+        for named in tokens.iter() {
             if named.hash.matches(token) && found.is_none() {
-                found = Some(named.name.clone());
+                found = Some(named);
             }
         }
-        found.ok_or(ApiError::Unauthorized)
+        found.cloned().ok_or(ApiError::Unauthorized)
+    }
+
+    /// Re-reads the token file (SIGHUP): its tokens replace the ones read
+    /// before, for every request from now on; on an error the old ones
+    /// stay. Returns how many tokens are accepted now.
+    pub fn reload_tokens(&self) -> Result<usize, TokenFileError> {
+        let tokens = all_tokens(&self.fixed_tokens, self.token_file.as_deref())?;
+        let count = tokens.len();
+        *self.tokens.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(tokens);
+        Ok(count)
+    }
+
+    /// The token file, if tokens come from one.
+    pub fn token_file(&self) -> Option<&Path> {
+        self.token_file.as_deref()
+    }
+
+    /// The name and scope of the token that matches, if its scope allows
+    /// `op` now (403 with the reason if not: expired, or another
+    /// operation).
+    pub fn authorize(&self, token: &Token, op: Op) -> Result<(String, Arc<Scope>), ApiError> {
+        let named = self.identify(token)?;
+        named.scope.allows_op(op).map_err(ApiError::Forbidden)?;
+        Ok((named.name, named.scope))
     }
 
     /// A slot for one upload: at once if one is free, else after waiting
@@ -251,6 +315,7 @@ impl AppState {
     /// is full.
     pub async fn upload_slot(&self) -> Result<UploadSlot, ApiError> {
         if let Ok(permit) = self.upload_slots.clone().try_acquire_owned() {
+            self.metrics.queue_wait.observe(0.0);
             return Ok(UploadSlot { _permit: permit });
         }
         let limits = &self.limits;
@@ -270,6 +335,9 @@ impl AppState {
         drop(place);
         match acquired {
             Ok(Ok(permit)) => {
+                self.metrics
+                    .queue_wait
+                    .observe(started.elapsed().as_secs_f64());
                 tracing::debug!(
                     "upload slot after {:.2} s in the queue",
                     started.elapsed().as_secs_f64()
@@ -285,6 +353,35 @@ impl AppState {
     pub fn queued_uploads(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
     }
+
+    /// The metrics in the Prometheus text format, with the gauges read
+    /// now: the upload queue, the slots in use, packages per subdir.
+    pub fn encode_metrics(&self) -> String {
+        let metrics = &self.metrics;
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        metrics.queued_uploads.set(gauge(self.queued_uploads()));
+        let slots = self.limits.max_concurrent_uploads.max(1);
+        let free = self.upload_slots.available_permits();
+        metrics
+            .active_uploads
+            .set(gauge(slots.saturating_sub(free)));
+        if let Catalog::Native(live) = &self.catalog {
+            metrics.set_packages(live.package_counts());
+        }
+        metrics.encode()
+    }
+}
+
+/// `fixed` and the tokens of `file`, if any.
+fn all_tokens(
+    fixed: &[NamedToken],
+    file: Option<&Path>,
+) -> Result<Vec<NamedToken>, TokenFileError> {
+    let mut tokens = fixed.to_vec();
+    if let Some(file) = file {
+        tokens.extend(super::token_file::read(file)?);
+    }
+    Ok(tokens)
 }
 
 /// A place in the upload queue, given up when dropped.
@@ -308,7 +405,11 @@ impl Drop for Queued<'_> {
 }
 
 /// The native live index, or the conda fallback.
-fn open_catalog(config: &ServeConfig, store: Option<ObjectStorage>) -> Result<Catalog, OpenError> {
+fn open_catalog(
+    config: &ServeConfig,
+    store: Option<ObjectStorage>,
+    metrics: &Arc<Metrics>,
+) -> Result<Catalog, OpenError> {
     let root = &config.root;
     let storage = match (&config.bucket, store) {
         (Some(_), Some(store)) => {
@@ -326,12 +427,16 @@ fn open_catalog(config: &ServeConfig, store: Option<ObjectStorage>) -> Result<Ca
                     path: shown.clone(),
                     source,
                 })?;
+            metrics.index_run("startup", summary.elapsed);
+            let live = live.observed(metrics.clone());
             if config.bucket.is_some() {
                 // Merge with what other servers committed meanwhile.
+                let started = std::time::Instant::now();
                 let added = live.reconcile().map_err(|source| OpenError::Reconcile {
                     location: shown.clone(),
                     source,
                 })?;
+                metrics.index_run("reconcile", started.elapsed());
                 tracing::info!("{shown}: {added} packages without a record listed at start");
             }
             tracing::info!(
@@ -347,7 +452,9 @@ fn open_catalog(config: &ServeConfig, store: Option<ObjectStorage>) -> Result<Ca
         }
         Indexer::Conda(indexer) => {
             let conda = CondaChannel::new(root, indexer.clone());
+            let started = std::time::Instant::now();
             conda.refresh()?;
+            metrics.index_run("conda", started.elapsed());
             Ok(Catalog::Conda { storage, conda })
         }
     }
@@ -389,7 +496,10 @@ pub fn spawn_reconciler(state: &Arc<AppState>) {
                 return;
             };
             if let Catalog::Native(live) = &state.catalog {
-                match live.reconcile() {
+                let started = std::time::Instant::now();
+                let reconciled = live.reconcile();
+                state.metrics.index_run("reconcile", started.elapsed());
+                match reconciled {
                     Ok(0) => {}
                     Ok(added) => tracing::info!("reconciler: listed {added} packages"),
                     Err(err) => tracing::warn!("reconciler: {err}"),

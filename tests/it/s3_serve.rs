@@ -302,10 +302,7 @@ fn a_store_that_ignores_conditional_writes_is_refused_at_start() {
     .unwrap();
     let state = tempfile::tempdir().unwrap();
     let mut config = ServeConfig::new(state.path());
-    config.tokens = vec![NamedToken {
-        name: "ci".into(),
-        hash: Token::new(TOKEN).hash(),
-    }];
+    config.tokens = vec![NamedToken::new("ci", Token::new(TOKEN).hash())];
     config.bucket = Some(S3Location {
         bucket: "garage".into(),
         prefix: "main".into(),

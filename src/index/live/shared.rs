@@ -129,6 +129,7 @@ impl LiveIndex {
             started.elapsed().as_secs_f64() * 1000.0,
             updated.attempts,
         );
+        self.count_commit(started.elapsed(), snapshot.saturating_sub(**written));
         **written = snapshot.max(**written);
         self.caches.mark(slot);
         Ok(())

@@ -28,7 +28,7 @@ pub async fn delete_by_path(
 }
 
 pub(super) async fn delete(authorized: Authorized, subdir: String, file_name: String) -> Response {
-    let Authorized { state, note } = authorized;
+    let Authorized { state, note, .. } = authorized;
     let result = async {
         let deleted = tokio::task::spawn_blocking(move || {
             unpublish(&state.catalog, &state.staging, &subdir, &file_name)

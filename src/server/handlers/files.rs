@@ -32,7 +32,7 @@ use crate::server::auth::{self, refuse_query_token};
 use crate::server::error::ApiError;
 use crate::server::listing;
 use crate::server::state::AppState;
-use crate::token::Token;
+use crate::token::{Op, Token};
 
 /// Packages never change in place (unless overwrites are allowed), so
 /// clients may keep them for a year; so may CEP 16 shards, whose names are
@@ -145,14 +145,18 @@ fn authorize_read(
     headers: &HeaderMap,
     path_token: Option<Token>,
 ) -> Result<(), ApiError> {
-    if let Some(token) = path_token {
-        return state.authenticate(&token).map(drop);
-    }
     if !state.access.private {
-        return Ok(());
+        return match path_token {
+            Some(token) => state.authenticate(&token).map(drop),
+            None => Ok(()),
+        };
     }
-    let token = auth::header_token(headers)?.ok_or(ApiError::Unauthorized)?;
-    state.authenticate(&token).map(drop)
+    let token = match path_token {
+        Some(token) => token,
+        None => auth::header_token(headers)?.ok_or(ApiError::Unauthorized)?,
+    };
+    // A private channel's reads need a token that may read.
+    state.authorize(&token, Op::Read).map(drop)
 }
 
 /// `/<channel-name>/…` means the channel itself, unless the channel has a

@@ -63,10 +63,12 @@ async fn raw_upload(
     let Uploading {
         state,
         mut note,
+        scope,
         slot: _slot,
     } = upload;
     let result = async {
-        let request = request?;
+        let mut request = request?;
+        request.scope = Some(scope);
         let staged = stage_body(&state, headers, body, &mut note).await?;
         publish_staged(&state, staged, request).await
     }

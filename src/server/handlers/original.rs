@@ -29,7 +29,7 @@ use crate::server::access_log::UploadNote;
 use crate::server::auth::refuse_query_token;
 use crate::server::error::ApiError;
 use crate::server::state::AppState;
-use crate::token::Token;
+use crate::token::{Op, Token};
 
 /// Fields a client may send before its token.
 const MAX_FIELDS_BEFORE_TOKEN: usize = 8;
@@ -67,7 +67,9 @@ async fn handle(
         match name {
             "token" => {
                 let token = Token::new(text(field, state).await?);
-                note.token = Some(state.authenticate(&token)?);
+                let (name, scope) = state.authorize(&token, Op::Upload)?;
+                note.token = Some(name);
+                request.scope = Some(scope);
             }
             "arch" => request.arch = Some(text(field, state).await?),
             "sha256" => request.expected_sha256 = Some(text(field, state).await?),

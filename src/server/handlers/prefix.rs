@@ -24,6 +24,7 @@ use crate::server::access_log::UploadNote;
 use crate::server::auth::Uploading;
 use crate::server::error::{refusal, ApiError};
 use crate::server::state::AppState;
+use crate::token::Scope;
 
 /// The channel's name was checked at the front door.
 pub async fn prefix_upload(upload: Uploading, uri: Uri, request: Request) -> Response {
@@ -49,6 +50,8 @@ pub async fn prefix_upload(upload: Uploading, uri: Uri, request: Request) -> Res
                 expected_sha256: header("x-file-sha256"),
                 arch: None,
                 force: query.get("force").is_some_and(|v| is_true(v)),
+                // The token's, set by raw_upload.
+                scope: None,
             })
         });
         return raw_upload(upload, publish, &parts.headers, body).await;
@@ -76,12 +79,13 @@ async fn form_upload(upload: Uploading, uri: Uri, multipart: Multipart) -> Respo
     let Uploading {
         state,
         mut note,
+        scope,
         slot: _slot,
     } = upload;
     let result = match query_pairs(&uri) {
         Ok(query) => {
             let force = query.get("force").is_some_and(|v| is_true(v));
-            upload_form(&state, force, multipart, &mut note).await
+            upload_form(&state, force, scope, multipart, &mut note).await
         }
         Err(err) => Err(err),
     };
@@ -92,11 +96,13 @@ async fn form_upload(upload: Uploading, uri: Uri, multipart: Multipart) -> Respo
 async fn upload_form(
     state: &Arc<AppState>,
     force: bool,
+    scope: Arc<Scope>,
     mut multipart: Multipart,
     note: &mut UploadNote,
 ) -> Result<Published, ApiError> {
     let mut request = PublishRequest {
         force,
+        scope: Some(scope),
         ..PublishRequest::default()
     };
     let mut staged = None;

@@ -54,6 +54,8 @@ async fn put(
             .map(str::to_owned),
         arch: Some(subdir),
         force: query.get("force").is_some_and(|v| is_true(v)),
+        // The token's, set by raw_upload.
+        scope: None,
     });
     raw_upload(upload, request, headers, body).await
 }

@@ -24,6 +24,8 @@ pub async fn quetz_upload(
         expected_sha256: query.get("sha256").cloned(),
         arch: None,
         force: query.get("force").is_some_and(|v| is_true(v)),
+        // The token's, set by raw_upload.
+        scope: None,
     });
     raw_upload(upload, request, &headers, body).await
 }

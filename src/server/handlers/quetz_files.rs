@@ -48,6 +48,7 @@ async fn files(upload: Uploading, package: Option<String>, mut multipart: Multip
     let Uploading {
         state,
         mut note,
+        scope,
         slot: _slot,
     } = upload;
     let result = async {
@@ -95,6 +96,7 @@ async fn files(upload: Uploading, package: Option<String>, mut multipart: Multip
                 expected_sha256: None,
                 arch: None,
                 force,
+                scope: Some(scope.clone()),
             };
             let done = publish_staged(&state, staged, request).await?;
             tracing::info!(

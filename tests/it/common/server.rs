@@ -27,6 +27,9 @@ pub struct Config {
     pub allow_overwrite: bool,
     pub private: bool,
     pub metadata_max_age: u32,
+    pub metrics_token_required: bool,
+    /// Tokens besides [`TOKEN`] (named `ci`).
+    pub extra_tokens: Vec<NamedToken>,
 }
 
 impl Default for Config {
@@ -40,6 +43,8 @@ impl Default for Config {
             allow_overwrite: false,
             private: false,
             metadata_max_age: 0,
+            metrics_token_required: false,
+            extra_tokens: Vec::new(),
         }
     }
 }
@@ -148,15 +153,14 @@ impl TestServer {
         let root = tempfile::tempdir().unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let mut serve = ServeConfig::new(root.path());
-        serve.tokens = vec![NamedToken {
-            name: "ci".into(),
-            hash: Token::new(TOKEN).hash(),
-        }];
+        serve.tokens = vec![NamedToken::new("ci", Token::new(TOKEN).hash())];
+        serve.tokens.extend(config.extra_tokens);
         serve.limits = config.limits;
         serve.allow_overwrite = config.allow_overwrite;
         serve.channel_name = Some(CHANNEL.into());
         serve.private = config.private;
         serve.metadata_max_age = config.metadata_max_age;
+        serve.metrics_token_required = config.metrics_token_required;
         serve.tls = tls;
         let state = Arc::new(AppState::open(&serve).unwrap());
         Self {

@@ -48,7 +48,7 @@ pub async fn root(State(state): State<Arc<AppState>>) -> Json<Value> {
 
 /// `GET /user` (and `/user/{login}`): the channel is the one user.
 pub async fn user(authorized: Authorized) -> Response {
-    let Authorized { state, note } = authorized;
+    let Authorized { state, note, .. } = authorized;
     let login = state.access.name.clone();
     ok(
         Ok(json!({
@@ -64,7 +64,7 @@ pub async fn user(authorized: Authorized) -> Response {
 
 /// `GET /package/{login}/{package}`.
 pub async fn package(authorized: Authorized, Path((_, name)): Path<(String, String)>) -> Response {
-    let Authorized { state, note } = authorized;
+    let Authorized { state, note, .. } = authorized;
     let result = async {
         let files = files_named(&state, &name, None).await?;
         if files.is_empty() {
@@ -98,7 +98,7 @@ pub async fn package_delete(
     authorized: Authorized,
     Path((_, name)): Path<(String, String)>,
 ) -> Response {
-    let Authorized { state, note } = authorized;
+    let Authorized { state, note, .. } = authorized;
     let result = empty_or_conflict(&state, &name, None).await;
     ok(result, note, StatusCode::CREATED)
 }
@@ -108,7 +108,7 @@ pub async fn release(
     authorized: Authorized,
     Path((_, name, version)): Path<(String, String, String)>,
 ) -> Response {
-    let Authorized { state, note } = authorized;
+    let Authorized { state, note, .. } = authorized;
     let result = async {
         let files = files_named(&state, &name, Some(&version)).await?;
         if files.is_empty() {
@@ -141,7 +141,7 @@ pub async fn release_delete(
     authorized: Authorized,
     Path((_, name, version)): Path<(String, String, String)>,
 ) -> Response {
-    let Authorized { state, note } = authorized;
+    let Authorized { state, note, .. } = authorized;
     let result = empty_or_conflict(&state, &name, Some(&version)).await;
     ok(result, note, StatusCode::CREATED)
 }
@@ -149,7 +149,7 @@ pub async fn release_delete(
 /// `GET /dist/{login}/{package}/{version}/{subdir}/{file}`: 200 with the
 /// file's record when the channel has it, else 404.
 pub async fn dist(authorized: Authorized, Path(path): DistPath) -> Response {
-    let Authorized { state, note } = authorized;
+    let Authorized { state, note, .. } = authorized;
     let (_, name, version, subdir, file_name) = path;
     let result = async {
         check_dist(&name, &version, &file_name)?;

@@ -48,7 +48,7 @@ pub async fn stage(
     axum::extract::Path(path): DistPath,
     body: Body,
 ) -> Response {
-    let Authorized { state, note } = authorized;
+    let Authorized { state, note, .. } = authorized;
     let (_, name, version, subdir, file_name) = path;
     let result = async {
         check_dist(&name, &version, &file_name)?;
@@ -173,6 +173,7 @@ pub async fn commit(
     let Uploading {
         state,
         note,
+        scope,
         slot: _slot,
     } = upload;
     let (_, name, version, subdir, file_name) = path;
@@ -189,6 +190,7 @@ pub async fn commit(
             expected_sha256: reservation.sha256,
             arch: Some(reservation.subdir),
             force: false,
+            scope: Some(scope),
         };
         publish_staged(&state, staged, request).await
     }
