@@ -226,8 +226,11 @@ if [ "$UPLOADS" -gt 0 ] && [[ " ${selected[*]} " == *" ours "* ]]; then
     n=$(wc -l <"$WORK/latency.txt")
     sort -g "$WORK/latency.txt" | awk -v n="$n" -v r="$ur" '
         {a[NR] = $1 * 1000}
-        END {printf "upload->201 against the bucket: %d uploads, median %.0f ms, p90 %.0f ms, max %.0f ms; %.1f store requests per upload\n",
-             n, a[int((n + 1) / 2)], a[int(n * 0.9) > 0 ? int(n * 0.9) : 1], a[n], r / n}'
+        END {
+            p90 = int(n * 0.9); if (p90 < 1) p90 = 1
+            printf "upload->201 against the bucket: %d uploads, median %.0f ms, p90 %.0f ms, max %.0f ms; %.1f store requests per upload\n",
+                n, a[int((n + 1) / 2)], a[p90], a[n], r / n
+        }'
     kill "$SERVE_PID" && wait "$SERVE_PID" 2>/dev/null || true
     SERVE_PID=
 fi
