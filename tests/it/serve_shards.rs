@@ -206,7 +206,7 @@ fn serve_keeps_current_repodata_channeldata_and_index_html_current() {
     assert!(served.wait(std::time::Duration::from_secs(30)).success());
     let copy = tempfile::tempdir().unwrap();
     let copy_channel = copy.path().join("channel");
-    copy_tree(&channel, &copy_channel);
+    common::copy_tree_keeping_times(&channel, &copy_channel);
     let before = common::snapshot(&copy_channel);
     let mut flags = vec!["--write-shards", "--zst"];
     flags.extend(outputs);

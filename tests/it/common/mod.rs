@@ -67,6 +67,18 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// `copy_tree`, keeping every file's modification time (as `cp -a`
+/// does): what a run compares by time (`index.html` lists the metadata
+/// files' times) sees the same channel.
+pub fn copy_tree_keeping_times(from: &Path, to: &Path) {
+    copy_tree(from, to);
+    for (path, _) in snapshot(from) {
+        let meta = fs::metadata(from.join(&path)).unwrap();
+        let mtime = filetime::FileTime::from_last_modification_time(&meta);
+        filetime::set_file_mtime(to.join(&path), mtime).unwrap();
+    }
+}
+
 /// A temporary copy of `../shared/fixtures/channels/<name>`.
 pub fn channel_copy(name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
