@@ -23,7 +23,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+mod browse;
 mod shared;
+
+pub use browse::ListedFile;
 
 use super::cache::{self, CacheEntry, Outcome};
 use super::outputs::patches::PATCH_INSTRUCTIONS;
@@ -209,6 +212,7 @@ impl LiveIndex {
             let mut state = lock(&slot.state);
             restore(&mut state.repodata.packages, &name, previous.0);
             restore(&mut state.cache, &name, previous.1);
+            state.version += 1; // a change too, for readers of the version
         })
     }
 
@@ -245,6 +249,7 @@ impl LiveIndex {
             let mut state = lock(&slot.state);
             restore(&mut state.repodata.packages, file_name, previous.0);
             restore(&mut state.cache, file_name, previous.1);
+            state.version += 1; // a change too, for readers of the version
         })
         .map(|()| true)
     }

@@ -23,7 +23,7 @@ use rayon::prelude::*;
 pub use cache::cache_path;
 pub use cache::LeftOutReason;
 use cache::{CacheEntry, Outcome};
-pub use live::LiveIndex;
+pub use live::{ListedFile, LiveIndex};
 pub use outputs::patches::PatchSourceError;
 pub use outputs::shards::DEFAULT_SHARD_RETENTION;
 pub use outputs::DEFAULT_ZSTD_LEVEL;

@@ -75,7 +75,7 @@ async fn read_entries(dir: &Path) -> std::io::Result<Vec<Entry>> {
 
 fn write_row(html: &mut String, entry: &Entry) {
     let slash = if entry.is_dir { "/" } else { "" };
-    let href = utf8_percent_encode(&entry.name, LINK);
+    let href = link(&entry.name);
     let size = if entry.is_dir {
         String::new()
     } else {
@@ -92,7 +92,14 @@ fn write_row(html: &mut String, entry: &Entry) {
     );
 }
 
-fn escape(text: &str) -> String {
+/// `text` percent-encoded for a link, leaving the characters package
+/// names use.
+pub(crate) fn link(text: &str) -> String {
+    utf8_percent_encode(text, LINK).to_string()
+}
+
+/// `text` as HTML text or attribute value.
+pub(crate) fn escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

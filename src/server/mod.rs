@@ -7,7 +7,8 @@
 //! handlers share, opened from the configuration), [`router`] (routes and
 //! layers), [`auth`] (the front door: where a token comes from, and the
 //! extractors that check it first), `handlers/` (one module per protocol,
-//! and `files` for reads), [`listing`] (directory pages), [`staging`]
+//! and `files` for reads), `pages` (the channel page at the root),
+//! [`listing`] (directory pages), [`staging`]
 //! (receiving bodies), [`slow_clients`] (timeouts and the minimum upload
 //! rate), [`idle_connections`] (closing connections with no request),
 //! [`request_limits`] and [`part_headers`] (refusals before any handler),
@@ -34,6 +35,7 @@ pub mod idle_connections;
 pub mod lingering;
 pub mod listing;
 pub mod metrics;
+mod pages;
 pub mod part_headers;
 pub mod pending;
 pub mod reload;

@@ -13,6 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::config::{ConfigError, Indexer, ServeConfig, TlsSetting};
 use super::error::ApiError;
+use super::pages::PageCache;
 use super::pending::PendingUploads;
 use super::token_file::TokenFileError;
 use super::{staging, STAGING_DIR};
@@ -120,6 +121,8 @@ pub struct AppState {
     pub access: ChannelAccess,
     /// anaconda.org-style uploads between their stage and commit.
     pub pending: PendingUploads,
+    /// What the channel page shows, kept until a subdir changes.
+    pub pages: PageCache,
     upload_slots: Arc<Semaphore>,
     /// Uploads waiting for a slot now.
     queued: AtomicUsize,
@@ -240,6 +243,7 @@ impl AppState {
             allow_overwrite: config.allow_overwrite,
             staging,
             access,
+            pages: PageCache::default(),
             pending: PendingUploads::new(match config.tls {
                 TlsSetting::Off => "http",
                 TlsSetting::Files { .. } | TlsSetting::SelfSigned => "https",

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod channel_page;
 mod cli;
 mod clients;
 mod crash;

@@ -1,6 +1,7 @@
 //! Reading the channel: `GET`/`HEAD` of every public file, with `ETag`,
 //! `Last-Modified`, conditional requests (304), ranges (206, 416),
-//! `Content-Type` and `Cache-Control`, and an HTML listing of directories.
+//! `Content-Type` and `Cache-Control`, the channel page at the root and an
+//! HTML listing of other directories.
 //!
 //! Only the channel's public files are reachable: every path segment is
 //! percent-decoded and must be a plain name that does not start with a dot
@@ -31,6 +32,7 @@ use crate::repodata::PackageFileName;
 use crate::server::auth::{self, refuse_query_token};
 use crate::server::error::ApiError;
 use crate::server::listing;
+use crate::server::pages;
 use crate::server::state::AppState;
 use crate::token::{Op, Token};
 
@@ -69,6 +71,11 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
     let (segments, trailing_slash) = decode_path(&raw_path)?;
     let (path_token, segments) = split_path_token(segments);
     authorize_read(state, request.headers(), path_token)?;
+    if segments.is_empty() {
+        if let Some(page) = pages::render(state, request.uri()) {
+            return Ok(metadata_response(state, page?));
+        }
+    }
     let Some(local) = state.catalog.store().local() else {
         return super::bucket::serve(state, &request, segments);
     };

@@ -2,6 +2,7 @@
 //! oracle are, and helpers to run the indexer and compare directory trees.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod channel;
 pub mod s3;
 pub mod served;
