@@ -6,7 +6,8 @@
 //! The line is written when the response body is done (or dropped, if the
 //! client went away), so `sent` counts the body bytes actually handed to
 //! the connection — a file, a range, or a JSON answer — and `ms` includes
-//! sending it.
+//! sending it. The same wrapper adds those bytes to `/metrics`' counter
+//! ([`SentBytes`]), so a response is wrapped once.
 //!
 //! Nothing a client controls can forge or hide a line (issue 12): a
 //! `/t/<token>/` segment is redacted by the same percent-decoded reading
@@ -32,6 +33,9 @@ use axum::middleware::Next;
 use axum::response::Response;
 use futures_util::Stream;
 use percent_encoding::percent_decode_str;
+use prometheus_client::metrics::counter::Counter;
+
+use super::metrics::SentBytes;
 
 /// What an upload handler adds to its request's log line.
 #[derive(Debug, Clone, Default)]
@@ -189,9 +193,11 @@ pub async fn log_request(request: Request, next: Next) -> Response {
 fn counted(response: Response, line: Line) -> Response {
     let (mut parts, body) = response.into_parts();
     keep_exact_length(&mut parts, &body);
+    let metered = parts.extensions.get::<SentBytes>().map(|sent| sent.0.clone());
     let body = Body::from_stream(Counted {
         inner: body.into_data_stream(),
         sent: 0,
+        metered,
         line: Some(line),
     });
     Response::from_parts(parts, body)
@@ -217,6 +223,8 @@ pub fn keep_exact_length(parts: &mut axum::http::response::Parts, body: &Body) {
 struct Counted {
     inner: BodyDataStream,
     sent: u64,
+    /// `/metrics`' bytes-sent counter, when the request was counted.
+    metered: Option<Counter>,
     line: Option<Line>,
 }
 
@@ -235,7 +243,13 @@ impl Stream for Counted {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_next(cx);
         match &polled {
-            Poll::Ready(Some(Ok(chunk))) => this.sent += chunk.len() as u64,
+            Poll::Ready(Some(Ok(chunk))) => {
+                let length = chunk.len() as u64;
+                this.sent += length;
+                if let Some(counter) = &this.metered {
+                    counter.inc_by(length);
+                }
+            }
             Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.finish(),
             Poll::Pending => {}
         }

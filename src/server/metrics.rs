@@ -1,6 +1,7 @@
 //! `GET /metrics` (Prometheus text, issue 14.4) and the middleware that
 //! counts every request for it: uploads and deletes by protocol and status,
-//! refusals by reason, and the body bytes actually read and sent.
+//! refusals by reason, and the body bytes actually read and sent (those
+//! sent through the access log's wrapper, which every response has).
 //!
 //! The protocol is told by the route that matched (and its method), so a
 //! handler need not know it is counted; the reason of a refusal is the
@@ -111,8 +112,18 @@ pub async fn count(State(state): State<Arc<AppState>>, request: Request, next: N
             metrics.refusal(reason);
         }
     }
-    response.map(|body| counted(body, metrics.sent_bytes.clone()))
+    // The access log's body wrapper, around every response already,
+    // counts the bytes sent: one wrapper, not two.
+    let mut response = response;
+    response
+        .extensions_mut()
+        .insert(SentBytes(metrics.sent_bytes.clone()));
+    response
 }
+
+/// Where the access log adds the bytes of the response as it sends them.
+#[derive(Debug, Clone)]
+pub struct SentBytes(pub Counter);
 
 fn counted(body: Body, counter: Counter) -> Body {
     Body::new(Counting {
@@ -121,9 +132,8 @@ fn counted(body: Body, counter: Counter) -> Body {
     })
 }
 
-/// A body that adds the length of each data frame to a counter as it
-/// passes, keeping the inner body's size hint (and so its
-/// `Content-Length`).
+/// A request body that adds the length of each data frame to a counter as
+/// it is read, keeping the inner body's size hint.
 struct Counting {
     inner: Body,
     counter: Counter,
