@@ -8,6 +8,8 @@
 //! level. Numbers keep their exact text ([`serde_json::Number`] with
 //! arbitrary precision).
 
+use std::collections::HashMap;
+
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Number, Value};
 
@@ -301,6 +303,9 @@ impl<'de> serde::Deserialize<'de> for Skeleton {
     }
 }
 
+/// Keys past which a map's duplicates are found through an index.
+const INDEXED_MAP: usize = 32;
+
 struct SkeletonVisitor;
 
 impl<'de> Visitor<'de> for SkeletonVisitor {
@@ -341,11 +346,33 @@ impl<'de> Visitor<'de> for SkeletonVisitor {
     // over as a one-entry map); the zip ignores a skeleton under a number.
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skeleton, A::Error> {
         let mut entries: Vec<(String, Skeleton)> = Vec::new();
+        // A duplicate key keeps its first position: found by a scan in
+        // small maps, through an index once a map is big (a scan there
+        // is quadratic: a `patch_instructions.json` with a key per
+        // package name, or a hostile index.json).
+        let mut positions: Option<HashMap<String, usize>> = None;
         while let Some(key) = map.next_key::<String>()? {
             let shape = map.next_value::<Skeleton>()?;
-            match entries.iter_mut().find(|(k, _)| *k == key) {
-                Some(slot) => slot.1 = shape,
-                None => entries.push((key, shape)),
+            let found = match &positions {
+                Some(positions) => positions.get(&key).copied(),
+                None => entries.iter().position(|(k, _)| *k == key),
+            };
+            if let Some(slot) = found.and_then(|at| entries.get_mut(at)) {
+                slot.1 = shape;
+                continue;
+            }
+            if let Some(positions) = &mut positions {
+                positions.insert(key.clone(), entries.len());
+            }
+            entries.push((key, shape));
+            if positions.is_none() && entries.len() > INDEXED_MAP {
+                positions = Some(
+                    entries
+                        .iter()
+                        .enumerate()
+                        .map(|(at, (k, _))| (k.clone(), at))
+                        .collect(),
+                );
             }
         }
         Ok(Skeleton::Map(entries))
@@ -366,6 +393,18 @@ mod tests {
             ordered(r#"{"b":1,"a":{"z":1,"y":2,"z":3},"b":[{"d":0,"c":1e16}]}"#),
             r#"{"b":[{"d":0,"c":1e+16}],"a":{"z":3,"y":2}}"#
         );
+    }
+
+    #[test]
+    fn big_maps_keep_first_positions_and_last_values() {
+        let mut text = String::from("{");
+        for i in 0..1000 {
+            text.push_str(&format!("\"k{i}\":{i},"));
+        }
+        text.push_str("\"k5\":\"again\",\"k999\":null}");
+        let tree = ordered(&text);
+        assert!(tree.starts_with(r#"{"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":"again","k6":6"#));
+        assert!(tree.ends_with(r#""k998":998,"k999":null}"#), "{tree}");
     }
 
     #[test]

@@ -193,7 +193,10 @@ pub async fn log_request(request: Request, next: Next) -> Response {
 fn counted(response: Response, line: Line) -> Response {
     let (mut parts, body) = response.into_parts();
     keep_exact_length(&mut parts, &body);
-    let metered = parts.extensions.get::<SentBytes>().map(|sent| sent.0.clone());
+    let metered = parts
+        .extensions
+        .get::<SentBytes>()
+        .map(|sent| sent.0.clone());
     let body = Body::from_stream(Counted {
         inner: body.into_data_stream(),
         sent: 0,
