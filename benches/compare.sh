@@ -140,7 +140,8 @@ D_CI=$(q "$WORK/conda_index")
 declare -A RUN CLEAN NAME
 NAME[ours]=artifact-upload-handler
 RUN[ours]="$(q "$OURS") index $D_OURS ${OURS_FLAGS:-}"
-CLEAN[ours]="rm -f $D_OURS/*/.cache/artifact-upload-handler-*.json $D_OURS/*/repodata*.json* $D_OURS/*/*.msgpack.zst $D_OURS/*/patch_instructions.json"
+# (find, not a glob: 25,000 shard files overflow an argument list)
+CLEAN[ours]="rm -f $D_OURS/*/.cache/artifact-upload-handler-*.json $D_OURS/*/repodata*.json* $D_OURS/*/patch_instructions.json; find $D_OURS -maxdepth 2 -name '*.msgpack.zst' -delete"
 NAME[rattler]=rattler-index
 RUN[rattler]="$(q "$RATTLER_INDEX") --max-parallel $MAX_PARALLEL --config $(q "$WORK/plain.toml") fs $D_RATTLER"
 CLEAN[rattler]="rm -rf $D_RATTLER/*/repodata*.json* $D_RATTLER/*/repodata_shards.msgpack.zst $D_RATTLER/*/shards $D_RATTLER/.tmp"

@@ -141,7 +141,11 @@ async fn upload(
     let status = match client.post(url).multipart(form).send().await {
         Ok(response) => {
             let status = response.status().as_u16();
-            let _ = response.bytes().await;
+            let body = response.bytes().await.unwrap_or_default();
+            if status != 201 {
+                let answer = String::from_utf8_lossy(&body);
+                eprintln!("{}: {status} {}", package.file_name, answer.trim());
+            }
             status
         }
         Err(err) => {
