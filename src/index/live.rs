@@ -160,16 +160,21 @@ impl LiveIndex {
 
     /// How many packages each subdir lists now.
     pub fn package_counts(&self) -> Vec<(String, usize)> {
-        let slots: Vec<(String, Arc<Subdir>)> = lock(&self.subdirs)
-            .iter()
-            .map(|(name, slot)| (name.clone(), slot.clone()))
-            .collect();
-        slots
+        self.slots()
             .into_iter()
             .map(|(name, slot)| {
                 let count = lock(&slot.state).repodata.packages.len();
                 (name, count)
             })
+            .collect()
+    }
+
+    /// Every subdir's slot, copied out so that no subdir is locked while
+    /// the map is.
+    fn slots(&self) -> Vec<(String, Arc<Subdir>)> {
+        lock(&self.subdirs)
+            .iter()
+            .map(|(name, slot)| (name.clone(), slot.clone()))
             .collect()
     }
 

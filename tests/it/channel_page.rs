@@ -12,21 +12,7 @@ use crate::common::channel::TOKEN;
 use crate::common::served::{
     client_trusting, operator_certificate, post, runtime, serve_args, Served,
 };
-use crate::common::{self};
-
-const PACKAGES: [&str; 5] = [
-    "conda-test-recipes/noarch/dependent-1.0-0.conda",
-    "conda-test-recipes/noarch/dependency-1.0-0.conda",
-    "conda-test-recipes/noarch/versioned-1.0-0.conda",
-    "conda-test-recipes/noarch/versioned-2.0-0.conda",
-    "rattler-test-server/noarch/test-package-0.1-0.tar.bz2",
-];
-
-fn fixture(path: &str) -> (String, Vec<u8>) {
-    let full = common::fixtures().join("channels").join(path);
-    let name = full.file_name().unwrap().to_string_lossy().into_owned();
-    (name, fs::read(full).unwrap())
-}
+use crate::serve_shards::{fixture, PACKAGES};
 
 fn get(client: &reqwest::Client, url: &str) -> (u16, Vec<u8>) {
     runtime().block_on(async {
@@ -36,7 +22,8 @@ fn get(client: &reqwest::Client, url: &str) -> (u16, Vec<u8>) {
     })
 }
 
-/// A served channel holding [`PACKAGES`], its URL and a client for it.
+/// A served channel holding `serve_shards`' real packages, its URL and
+/// a client for it.
 fn channel_with_packages() -> (tempfile::TempDir, Served, reqwest::Client) {
     let dir = tempfile::tempdir().unwrap();
     let channel = dir.path().join("team-channel");

@@ -16,7 +16,7 @@ use crate::differential::assert_same_bytes;
 use crate::shards::{compare_shards, BASE_URL};
 
 /// Real packages from the fixtures, by subdir/file.
-const PACKAGES: [&str; 6] = [
+pub(crate) const PACKAGES: [&str; 6] = [
     "conda-test-recipes/noarch/dependent-1.0-0.conda",
     "conda-test-recipes/noarch/dependency-1.0-0.conda",
     "conda-test-recipes/noarch/versioned-1.0-0.conda",
@@ -25,7 +25,7 @@ const PACKAGES: [&str; 6] = [
     "rattler/noarch/empty-0.1.0-h4616a5c_0.conda",
 ];
 
-fn fixture(path: &str) -> (String, Vec<u8>) {
+pub(crate) fn fixture(path: &str) -> (String, Vec<u8>) {
     let full = common::fixtures().join("channels").join(path);
     let name = full.file_name().unwrap().to_string_lossy().into_owned();
     (name, fs::read(full).unwrap())

@@ -16,11 +16,7 @@ pub struct ListedFile {
 impl LiveIndex {
     /// Every subdir's name with its version now.
     pub fn subdir_versions(&self) -> Vec<(String, u64)> {
-        let slots: Vec<_> = lock(&self.subdirs)
-            .iter()
-            .map(|(name, slot)| (name.clone(), slot.clone()))
-            .collect();
-        slots
+        self.slots()
             .into_iter()
             .map(|(name, slot)| {
                 let version = lock(&slot.state).version;
