@@ -12,7 +12,7 @@ use crate::common::channel::TOKEN;
 use crate::common::served::{
     client_trusting, operator_certificate, post, runtime, serve_args, Served,
 };
-use crate::serve_shards::{fixture, PACKAGES};
+use crate::serve_shards::{delete, fixture, PACKAGES};
 
 fn get(client: &reqwest::Client, url: &str) -> (u16, Vec<u8>) {
     runtime().block_on(async {
@@ -141,16 +141,7 @@ fn the_page_follows_uploads_and_deletes_and_refuses_what_it_cannot_show() {
         "{versioned}"
     );
 
-    let deleted = runtime().block_on(async {
-        client
-            .delete(format!("{}noarch/versioned-2.0-0.conda", served.url))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    });
+    let deleted = delete(&client, &served.url, "noarch", "versioned-2.0-0.conda");
     assert_eq!(deleted, 200);
     let (_, versioned) = page("?package=versioned");
     assert!(

@@ -31,7 +31,7 @@ pub(crate) fn fixture(path: &str) -> (String, Vec<u8>) {
     (name, fs::read(full).unwrap())
 }
 
-fn delete(client: &reqwest::Client, url: &str, subdir: &str, name: &str) -> u16 {
+pub(crate) fn delete(client: &reqwest::Client, url: &str, subdir: &str, name: &str) -> u16 {
     crate::common::served::runtime().block_on(async {
         client
             .delete(format!("{url}{subdir}/{name}"))
