@@ -93,7 +93,7 @@ pub async fn count(State(state): State<Arc<AppState>>, request: Request, next: N
         .get::<MatchedPath>()
         .and_then(|path| operation(request.method(), path.as_str()));
     let request = request.map(|body| counted(body, metrics.received_bytes.clone()));
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
     let status = response.status();
     if let Some(operation) = operation {
         let (family, protocol) = match operation {
@@ -114,7 +114,6 @@ pub async fn count(State(state): State<Arc<AppState>>, request: Request, next: N
     }
     // The access log's body wrapper, around every response already,
     // counts the bytes sent: one wrapper, not two.
-    let mut response = response;
     response
         .extensions_mut()
         .insert(SentBytes(metrics.sent_bytes.clone()));

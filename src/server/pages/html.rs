@@ -5,6 +5,7 @@
 //! relative, so the pages work under a `/t/<token>/` prefix too.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use super::catalog::{FileRow, SubdirPage};
 use crate::server::listing::{escape, link};
@@ -22,7 +23,7 @@ nav a{margin-right:1em}ul{margin:0;padding-left:1.2em}.muted{color:#777}\
 
 /// The home page: every subdir's names matching `search` (a part of the
 /// name, any case; all names when empty).
-pub fn home(channel: &str, subdirs: &[std::sync::Arc<SubdirPage>], search: &str) -> String {
+pub fn home(channel: &str, subdirs: &[Arc<SubdirPage>], search: &str) -> String {
     let needle = search.trim().to_lowercase();
     let mut body = String::new();
     let _ = writeln!(
@@ -93,11 +94,7 @@ fn subdir_table(body: &mut String, page: &SubdirPage, needle: &str) -> usize {
 
 /// A package's page: every file of that name in every subdir, newest
 /// first. `None` when no subdir lists the name.
-pub fn package(
-    channel: &str,
-    subdirs: &[std::sync::Arc<SubdirPage>],
-    name: &str,
-) -> Option<String> {
+pub fn package(channel: &str, subdirs: &[Arc<SubdirPage>], name: &str) -> Option<String> {
     let mut rows: Vec<&FileRow> = subdirs
         .iter()
         .filter_map(|page| page.files.get(name))
