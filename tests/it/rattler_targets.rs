@@ -128,6 +128,11 @@ fn prefix_target_retries_a_server_error() {
                 async move {
                     let upload = request.uri().path().starts_with("/api/v1/upload/");
                     if upload && counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                        // Read the body first, as the server's lingering
+                        // close does for its own refusals: a 503 sent
+                        // while the client is still writing can reach it
+                        // as a broken pipe instead.
+                        let _ = axum::body::to_bytes(request.into_body(), usize::MAX).await;
                         return axum::response::IntoResponse::into_response((
                             axum::http::StatusCode::SERVICE_UNAVAILABLE,
                             "busy",
