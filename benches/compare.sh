@@ -6,6 +6,7 @@
 #   PACKAGES=300 RUNS=2 benches/compare.sh          # quick check
 #   WORKLOAD=big benches/compare.sh                 # 20 packages of 100-200 MB, ~15 min
 #   WORKLOAD=100k benches/compare.sh                # 100,000 tiny packages, ~5 min
+#   WORKLOAD=1m benches/compare.sh                  # 1,000,000 tiny packages, ~1 h with rattler-index
 #
 # Workloads (WORKLOAD, each a set of defaults for the variables below):
 #   small  2286 packages, --payload-bytes 150000 (~90 KB files), 4 subdirs, RUNS=3
@@ -13,6 +14,9 @@
 #          TOOLS="ours rattler" (conda-index takes over 5 min per cold run here)
 #   100k   100000 packages, --sizes tiny, 4 subdirs, RUNS=3, TOOLS="ours rattler"
 #          (conda-index takes ~5 min cold here; add it with TOOLS)
+#   1m     1,000,000 packages, --sizes tiny, 600,000 linux-64 + 400,000 noarch
+#          (the generator deals subdirs round-robin), RUNS=1,
+#          TOOLS="ours rattler" (issue 15's conda-forge scale)
 #
 # Environment (defaults for WORKLOAD=small in brackets):
 #   PACKAGES         packages in the channel                      [2286]
@@ -61,7 +65,12 @@ case $WORKLOAD in
     100k)
         PACKAGES=${PACKAGES:-100000} SIZES=${SIZES:-tiny} TOOLS=${TOOLS:-ours rattler}
         WORK=${WORK:-$root/target/bench-compare-100k} ;;
-    *) echo "WORKLOAD must be small, big or 100k" >&2; exit 2 ;;
+    1m)
+        PACKAGES=${PACKAGES:-1000000} SIZES=${SIZES:-tiny} RUNS=${RUNS:-1}
+        SUBDIRS=${SUBDIRS:-linux-64 linux-64 linux-64 noarch noarch}
+        TOOLS=${TOOLS:-ours rattler}
+        WORK=${WORK:-$root/target/bench-compare-1m} ;;
+    *) echo "WORKLOAD must be small, big, 100k or 1m" >&2; exit 2 ;;
 esac
 PACKAGES=${PACKAGES:-2286}
 PAYLOAD_BYTES=${PAYLOAD_BYTES:-150000}

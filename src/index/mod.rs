@@ -361,19 +361,30 @@ fn finish_subdir(
     let SubdirJob {
         name,
         listing,
-        cache,
+        mut cache,
         mut fresh,
     } = job;
     let mut entries = BTreeMap::new();
+    let mut changes = Changes::default();
     let mut repodata = SubdirRepodata::new(&name);
     let mut left_out = Vec::new();
     for stat in listing {
-        let entry = match fresh.remove(&stat.name) {
-            Some(entry) => entry,
-            None => match cache.get(&stat.name) {
-                Some(entry) if entry.matches(&stat) => entry.clone(),
-                _ => continue, // unreadable this run; already warned
-            },
+        // Taken out of the old cache: whatever is left there afterwards is
+        // gone from the subdir.
+        let cached = cache.remove(&stat.name);
+        let entry = match (fresh.remove(&stat.name), cached) {
+            (Some(entry), cached) => {
+                changes.replace(cached.as_ref(), Some(&entry));
+                entry
+            }
+            (None, Some(entry)) if entry.matches(&stat) => entry,
+            (None, cached) => {
+                // Unreadable this run (already warned): treated as gone.
+                if let Some(entry) = cached {
+                    cache.insert(stat.name, entry);
+                }
+                continue;
+            }
         };
         match &entry.outcome {
             Outcome::Indexed(package) => {
@@ -393,15 +404,14 @@ fn finish_subdir(
         }
         entries.insert(stat.name, entry);
     }
-    if options.update_only {
-        // conda-index's --update-only: packages whose files are gone stay.
-        for (file_name, entry) in &cache {
-            if let (false, Outcome::Indexed(package)) =
-                (entries.contains_key(file_name), &entry.outcome)
-            {
+    for (file_name, entry) in cache {
+        match (&entry.outcome, options.update_only) {
+            // conda-index's --update-only: packages whose files are gone stay.
+            (Outcome::Indexed(package), true) => {
                 repodata.packages.insert(file_name.clone(), package.clone());
-                entries.insert(file_name.clone(), entry.clone());
+                entries.insert(file_name, entry);
             }
+            _ => changes.replace(Some(&entry), None),
         }
     }
     if run.defer_writes {
@@ -412,19 +422,19 @@ fn finish_subdir(
         };
         return Ok((index, left_out, 0));
     }
-    let dirty = dirty_names(&cache, &entries);
     let context = |what: &str| format!("writing {what} of {name}/");
     // The cache is renamed after the outputs: a run killed in between only
     // re-reads packages.
     let mut extra = Vec::new();
-    if entries != cache {
+    if changes.cache {
         storage
             .create_dir_all(&format!("{name}/.cache"))
             .map_err(|e| IndexError::io(context("the index cache"), e))?;
         extra.push((cache_path(&name), cache::to_bytes(&entries)));
     }
-    let written = outputs::write_subdir(storage, &repodata, options, run, Some(dirty), extra)
-        .map_err(|e| IndexError::io(context("metadata"), e))?;
+    let written =
+        outputs::write_subdir(storage, &repodata, options, run, Some(changes.dirty), extra)
+            .map_err(|e| IndexError::io(context("metadata"), e))?;
     let index = SubdirIndex {
         repodata,
         cache: entries,
@@ -433,23 +443,32 @@ fn finish_subdir(
     Ok((index, left_out, written.files))
 }
 
-/// The package names whose shards an update from `old` to `new` entries
-/// may have changed.
-fn dirty_names(
-    old: &BTreeMap<String, CacheEntry>,
-    new: &BTreeMap<String, CacheEntry>,
-) -> BTreeSet<String> {
-    let name = |entry: Option<&CacheEntry>| match entry.map(|e| &e.outcome) {
-        Some(Outcome::Indexed(package)) => package.name.clone(),
-        _ => None,
-    };
-    let files: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
-    files
-        .into_iter()
-        .filter(|file| old.get(*file).map(|e| &e.outcome) != new.get(*file).map(|e| &e.outcome))
-        .flat_map(|file| [name(old.get(file)), name(new.get(file))])
-        .flatten()
-        .collect()
+/// What a run changed in a subdir's cache: whether the cache file must be
+/// rewritten, and the package names whose shards may have changed.
+#[derive(Default)]
+struct Changes {
+    cache: bool,
+    dirty: BTreeSet<String>,
+}
+
+impl Changes {
+    /// Notes that a file's entry went from `old` to `new` (`None`: absent).
+    fn replace(&mut self, old: Option<&CacheEntry>, new: Option<&CacheEntry>) {
+        if old == new {
+            return;
+        }
+        self.cache = true;
+        if old.map(|e| &e.outcome) != new.map(|e| &e.outcome) {
+            let names = [old, new]
+                .into_iter()
+                .flatten()
+                .filter_map(|entry| match &entry.outcome {
+                    Outcome::Indexed(package) => package.name.clone(),
+                    Outcome::LeftOut(_) => None,
+                });
+            self.dirty.extend(names);
+        }
+    }
 }
 
 fn progress_bar(len: usize, enabled: bool) -> ProgressBar {
