@@ -369,8 +369,8 @@ fn finish_subdir(
     let mut repodata = SubdirRepodata::new(&name);
     let mut left_out = Vec::new();
     for stat in listing {
-        // Taken out of the old cache: whatever is left there afterwards is
-        // gone from the subdir.
+        // Taken out of the old cache: what is left there afterwards (files
+        // gone, or unreadable this run) is dealt with after the loop.
         let cached = cache.remove(&stat.name);
         let entry = match (fresh.remove(&stat.name), cached) {
             (Some(entry), cached) => {
