@@ -26,6 +26,7 @@ use std::fs;
 use std::hint::black_box;
 use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -156,14 +157,14 @@ fn big_subdir(n: usize) -> SubdirRepodata {
         );
         repodata.packages.insert(
             file_name,
-            IndexedPackage {
+            Arc::new(IndexedPackage {
                 record,
                 run_exports: "{}".to_owned(),
                 sha256,
                 name: Some(name.to_owned()),
                 shard_record: None,
                 channeldata: String::new(),
-            },
+            }),
         );
     }
     repodata

@@ -148,7 +148,7 @@ impl Catalog {
     fn existing_sha256(&self, subdir: &str, file_name: &str) -> io::Result<Option<String>> {
         match self {
             Self::Native(live) => match live.get(subdir, file_name) {
-                Some(package) => Ok(Some(package.sha256)),
+                Some(package) => Ok(Some(package.sha256.clone())),
                 // Another server's upload, not yet in this one's memory.
                 None => hash_stored(live.store().storage(), subdir, file_name),
             },

@@ -1,40 +1,61 @@
 //! The persistent per-subdir cache that makes re-runs incremental.
 //!
-//! It maps each package file name to the size and mtime (in an object
-//! store: the size and ETag) it had when it was read, and what reading it
-//! gave: the record and run_exports as final JSON, or why the package was
-//! left out. A file whose size and mtime (or ETag) still match is not
-//! opened again. The cache lives in `<subdir>/.cache/`, beside
-//! conda-index's own `cache.db`, and is rewritten atomically after the
-//! outputs, so a killed run at worst re-reads some packages.
+//! Two files in `<subdir>/.cache/` (beside conda-index's own `cache.db`),
+//! both [postcard](https://docs.rs/postcard) and both versioned: a cache of
+//! another version is ignored and the packages are read again.
+//!
+//! - `…-index.records` maps each package file name to the size and mtime
+//!   (in an object store: the size and ETag) it had when it was read, and
+//!   what reading it gave: the record and run_exports as final JSON, or why
+//!   the package was left out. A file whose size and mtime (or ETag) still
+//!   match is not opened again.
+//! - `…-index.stats` holds the same names, sizes and mtimes without the
+//!   records, and stamps of the outputs they produced ([`OutputStamps`]).
+//!   A run that finds the files and the outputs exactly as stamped has
+//!   nothing to do, and reads only this: a few dozen bytes a package
+//!   instead of a kilobyte (at 1,000,000 packages, 60 MB instead of 400).
+//!
+//! Both are written atomically after the outputs, the records first, so a
+//! killed run at worst re-reads some packages. Neither is trusted over the
+//! files: the package files are compared entry by entry, the outputs by
+//! their own size and mtime.
 
 use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use serde::{Deserialize, Serialize};
 
-use crate::repodata::json::write_string;
 use crate::repodata::IndexedPackage;
 use crate::storage::{FileStat, Storage};
 
-/// 2: records also keep the package name and, when needed, their
-/// `index.json` key order (for CEP 16 shards).
-const CACHE_VERSION: u32 = 3;
+/// 4: postcard, records and stats apart. (1–3 were one JSON file.)
+const CACHE_VERSION: u32 = 4;
 
-/// Where a subdir's cache file lives, relative to the channel root.
+/// Where a subdir's cached records live, relative to the channel root.
 pub fn cache_path(subdir: &str) -> String {
+    format!("{subdir}/.cache/artifact-upload-handler-index.records")
+}
+
+/// Where a subdir's stats (names, sizes, mtimes, output stamps) live.
+pub fn stats_path(subdir: &str) -> String {
+    format!("{subdir}/.cache/artifact-upload-handler-index.stats")
+}
+
+/// The JSON cache of versions 1–3, removed when a new cache is written.
+pub(crate) fn old_cache_path(subdir: &str) -> String {
     format!("{subdir}/.cache/artifact-upload-handler-index.json")
 }
 
 /// What reading one package gave.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Outcome {
-    Indexed(IndexedPackage),
+    Indexed(Arc<IndexedPackage>),
     LeftOut(LeftOutReason),
 }
 
 /// Why a package was left out of the repodata.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeftOutReason {
     pub message: String,
     /// conda-index lists the file in `run_exports.json` anyway (with `{}`).
@@ -50,7 +71,7 @@ impl From<crate::repodata::RecordError> for LeftOutReason {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct CacheEntry {
     pub size: u64,
     pub mtime_ns: i128,
@@ -73,190 +94,234 @@ impl CacheEntry {
     }
 
     pub fn matches(&self, stat: &FileStat) -> bool {
-        self.size == stat.size
-            && match stat.etag() {
-                Some(etag) => self.etag.as_deref() == Some(etag),
-                None => self.mtime_ns == stat.mtime_ns,
-            }
+        Stamp::matches_parts(self.size, self.mtime_ns, self.etag.as_deref(), stat)
     }
 }
 
-/// On-disk form. Records are stored as raw JSON so loading a large cache
-/// does not re-parse them.
+/// The version every cache file starts with, read before the rest.
 #[derive(Deserialize)]
-struct CacheFile {
+struct Header {
     version: u32,
-    packages: BTreeMap<String, StoredEntry>,
+}
+
+#[derive(Serialize)]
+struct RecordsOut<'a> {
+    version: u32,
+    entries: &'a BTreeMap<String, CacheEntry>,
 }
 
 #[derive(Deserialize)]
-struct StoredEntry {
-    size: u64,
-    mtime_ns: i128,
-    #[serde(default)]
-    etag: Option<String>,
-    #[serde(default)]
-    record: Option<Box<RawValue>>,
-    #[serde(default)]
-    run_exports: Option<Box<RawValue>>,
-    /// Also in `record`; caches written before it was stored separately
-    /// lack it, and it is then read from the record once.
-    #[serde(default)]
-    sha256: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    shard_record: Option<Box<RawValue>>,
-    #[serde(default)]
-    channeldata: Option<Box<RawValue>>,
-    #[serde(default)]
-    left_out: Option<String>,
-    #[serde(default)]
-    listed_in_run_exports: bool,
+struct RecordsIn {
+    #[allow(dead_code)] // checked through `Header` first
+    version: u32,
+    entries: BTreeMap<String, CacheEntry>,
 }
 
-/// The one field of a record a cache without `sha256` is read for.
-#[derive(Deserialize)]
-struct RecordSha256 {
-    sha256: String,
-}
-
-/// Loads a subdir's cache; a missing, unreadable or outdated cache is empty
-/// (the packages are simply read again).
-pub(crate) fn load(storage: &dyn Storage, subdir: &str) -> BTreeMap<String, CacheEntry> {
-    let path = cache_path(subdir);
-    let bytes = match storage.read(&path) {
-        Ok(Some(bytes)) => bytes,
-        Ok(None) => return BTreeMap::new(),
+/// Reads a cache file of this version; `None` (with a warning when it was
+/// there but unreadable) means none.
+fn read_versioned<T: serde::de::DeserializeOwned>(storage: &dyn Storage, path: &str) -> Option<T> {
+    let bytes = match storage.read(path) {
+        Ok(bytes) => bytes?,
         Err(err) => {
             tracing::warn!("ignoring index cache {path}: {err}");
-            return BTreeMap::new();
+            return None;
         }
     };
-    match serde_json::from_slice::<CacheFile>(&bytes) {
-        Ok(file) if file.version == CACHE_VERSION => file
-            .packages
-            .into_iter()
-            .filter_map(|(name, stored)| Some((name, stored.into_entry()?)))
-            .collect(),
-        Ok(_) => BTreeMap::new(),
+    match postcard::take_from_bytes::<Header>(&bytes) {
+        Ok((header, _)) if header.version == CACHE_VERSION => {}
+        Ok(_) => return None, // another version: rebuilt
         Err(err) => {
             tracing::warn!("ignoring corrupt index cache {path}: {err}");
-            BTreeMap::new()
+            return None;
+        }
+    }
+    match postcard::from_bytes(&bytes) {
+        Ok(value) => Some(value),
+        Err(err) => {
+            tracing::warn!("ignoring corrupt index cache {path}: {err}");
+            None
         }
     }
 }
 
-/// Serialises a subdir's cache in the layout [`load`] reads. Written by
-/// hand rather than through serde: the records are already JSON and are
-/// spliced in as they are, which keeps this cheap for 100,000 packages
-/// (serde would copy and re-validate every one).
-pub(crate) fn to_bytes(entries: &BTreeMap<String, CacheEntry>) -> Vec<u8> {
-    let size: usize = entries
-        .iter()
-        .map(|(name, entry)| name.len() + entry.stored_len() + 64)
-        .sum();
-    let mut out = Vec::with_capacity(size + 32);
-    out.extend_from_slice(format!("{{\"version\":{CACHE_VERSION},\"packages\":{{").as_bytes());
-    for (i, (name, entry)) in entries.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_string(&mut out, name);
-        out.extend_from_slice(
-            format!(":{{\"size\":{},\"mtime_ns\":{}", entry.size, entry.mtime_ns).as_bytes(),
-        );
-        if let Some(etag) = &entry.etag {
-            out.extend_from_slice(b",\"etag\":");
-            write_string(&mut out, etag);
-        }
-        match &entry.outcome {
-            Outcome::Indexed(package) => {
-                out.extend_from_slice(b",\"record\":");
-                out.extend_from_slice(package.record.as_bytes());
-                out.extend_from_slice(b",\"run_exports\":");
-                out.extend_from_slice(package.run_exports.as_bytes());
-                out.extend_from_slice(b",\"sha256\":");
-                write_string(&mut out, &package.sha256);
-                if let Some(name) = &package.name {
-                    out.extend_from_slice(b",\"name\":");
-                    write_string(&mut out, name);
-                }
-                if let Some(shard_record) = &package.shard_record {
-                    out.extend_from_slice(b",\"shard_record\":");
-                    out.extend_from_slice(shard_record.as_bytes());
-                }
-                if !package.channeldata.is_empty() {
-                    out.extend_from_slice(b",\"channeldata\":");
-                    out.extend_from_slice(package.channeldata.as_bytes());
-                }
-            }
-            Outcome::LeftOut(reason) => {
-                out.extend_from_slice(b",\"left_out\":");
-                write_string(&mut out, &reason.message);
-                if reason.listed_in_run_exports {
-                    out.extend_from_slice(b",\"listed_in_run_exports\":true");
-                }
-            }
-        }
-        out.push(b'}');
-    }
-    out.extend_from_slice(b"}}");
-    out
+/// Loads a subdir's cached records; a missing, unreadable or outdated
+/// cache is empty (the packages are simply read again).
+pub(crate) fn load(storage: &dyn Storage, subdir: &str) -> BTreeMap<String, CacheEntry> {
+    read_versioned::<RecordsIn>(storage, &cache_path(subdir))
+        .map(|file| file.entries)
+        .unwrap_or_default()
 }
 
-impl CacheEntry {
-    fn stored_len(&self) -> usize {
-        match &self.outcome {
-            Outcome::Indexed(p) => {
-                p.record.len()
-                    + p.run_exports.len()
-                    + p.sha256.len()
-                    + p.name.as_ref().map_or(0, String::len)
-                    + p.shard_record.as_ref().map_or(0, String::len)
-                    + p.channeldata.len()
-            }
-            Outcome::LeftOut(reason) => reason.message.len(),
+/// Serialises a subdir's records in the layout [`load`] reads.
+pub(crate) fn to_bytes(entries: &BTreeMap<String, CacheEntry>) -> io::Result<Vec<u8>> {
+    let file = RecordsOut {
+        version: CACHE_VERSION,
+        entries,
+    };
+    postcard::to_allocvec(&file).map_err(|err| io::Error::other(format!("index cache: {err}")))
+}
+
+/// How many entries a records file holds, or why it cannot be read (for
+/// tests that check what a killed run left).
+pub fn check_records(bytes: &[u8]) -> Result<usize, String> {
+    let header: Header = postcard::take_from_bytes(bytes)
+        .map_err(|e| e.to_string())?
+        .0;
+    if header.version != CACHE_VERSION {
+        return Err(format!("version {}", header.version));
+    }
+    postcard::from_bytes::<RecordsIn>(bytes)
+        .map(|file| file.entries.len())
+        .map_err(|e| e.to_string())
+}
+
+/// A file as it was when stamped: its size and mtime, or size and ETag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Stamp {
+    size: u64,
+    mtime_ns: i128,
+    etag: Option<String>,
+}
+
+impl Stamp {
+    pub fn of(stat: &FileStat) -> Self {
+        Self {
+            size: stat.size,
+            mtime_ns: stat.mtime_ns,
+            etag: stat.etag().map(str::to_owned),
         }
+    }
+
+    fn matches(&self, stat: &FileStat) -> bool {
+        Self::matches_parts(self.size, self.mtime_ns, self.etag.as_deref(), stat)
+    }
+
+    fn matches_parts(size: u64, mtime_ns: i128, etag: Option<&str>, stat: &FileStat) -> bool {
+        size == stat.size
+            && match stat.etag() {
+                Some(now) => etag == Some(now),
+                None => mtime_ns == stat.mtime_ns,
+            }
     }
 }
 
-impl StoredEntry {
-    fn into_entry(self) -> Option<CacheEntry> {
-        let outcome = match (self.record, self.run_exports, self.left_out) {
-            (Some(record), Some(run_exports), None) => {
-                let sha256 = match self.sha256 {
-                    Some(sha256) => sha256,
-                    None => {
-                        serde_json::from_str::<RecordSha256>(record.get())
-                            .ok()?
-                            .sha256
-                    }
-                };
-                Outcome::Indexed(IndexedPackage {
-                    record: record.get().to_owned(),
-                    run_exports: run_exports.get().to_owned(),
-                    sha256,
-                    name: self.name,
-                    shard_record: self.shard_record.map(|raw| raw.get().to_owned()),
-                    channeldata: self
-                        .channeldata
-                        .map(|raw| raw.get().to_owned())
-                        .unwrap_or_default(),
-                })
-            }
-            (None, None, Some(message)) => Outcome::LeftOut(LeftOutReason {
-                message,
-                listed_in_run_exports: self.listed_in_run_exports,
-            }),
-            _ => return None, // malformed entry: read the package again
-        };
-        Some(CacheEntry {
-            size: self.size,
-            mtime_ns: self.mtime_ns,
-            etag: self.etag,
-            outcome,
+/// The outputs a run left, as it left them: each file's stamp (`None`: the
+/// run made sure it does not exist), what else they depend on, and when
+/// they next change on their own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct OutputStamps {
+    /// The options and inputs (patch instructions, pins) they were made
+    /// with ([`super::fingerprint`]).
+    pub fingerprint: String,
+    pub files: Vec<(String, Option<Stamp>)>,
+    /// When a retired shard is next due for deletion (seconds since the
+    /// epoch): a run after that has work to do.
+    pub expires: Option<u64>,
+}
+
+impl OutputStamps {
+    /// Stamps `paths` as they are now.
+    pub fn take(
+        storage: &dyn Storage,
+        fingerprint: String,
+        paths: Vec<String>,
+        expires: Option<u64>,
+    ) -> io::Result<Self> {
+        let files = paths
+            .into_iter()
+            .map(|path| {
+                let stamp = storage.stat(&path)?.map(|stat| Stamp::of(&stat));
+                Ok((path, stamp))
+            })
+            .collect::<io::Result<_>>()?;
+        Ok(Self {
+            fingerprint,
+            files,
+            expires,
         })
+    }
+
+    /// Whether every output is still as stamped, made with `fingerprint`,
+    /// and not due to change by `now_secs`.
+    pub fn hold(&self, storage: &dyn Storage, fingerprint: &str, now_secs: u64) -> bool {
+        self.fingerprint == fingerprint
+            && self.expires.is_none_or(|at| now_secs < at)
+            && self
+                .files
+                .iter()
+                .all(|(path, stamp)| match (storage.stat(path), stamp) {
+                    (Ok(Some(stat)), Some(stamp)) => stamp.matches(&stat),
+                    (Ok(None), None) => true,
+                    _ => false,
+                })
+    }
+}
+
+/// One package file as the stats remember it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StatRow {
+    pub name: String,
+    pub stamp: Stamp,
+    /// Why it was left out; `None`: indexed.
+    pub left_out: Option<LeftOutReason>,
+}
+
+/// A subdir's package files and outputs as its last run left them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Stats {
+    version: u32,
+    /// Sorted by name, as a listing is.
+    pub rows: Vec<StatRow>,
+    pub outputs: OutputStamps,
+}
+
+impl Stats {
+    pub fn new(entries: &BTreeMap<String, CacheEntry>, outputs: OutputStamps) -> Self {
+        let rows = entries
+            .iter()
+            .map(|(name, entry)| StatRow {
+                name: name.clone(),
+                stamp: Stamp {
+                    size: entry.size,
+                    mtime_ns: entry.mtime_ns,
+                    etag: entry.etag.clone(),
+                },
+                left_out: match &entry.outcome {
+                    Outcome::Indexed(_) => None,
+                    Outcome::LeftOut(reason) => Some(reason.clone()),
+                },
+            })
+            .collect();
+        Self {
+            version: CACHE_VERSION,
+            rows,
+            outputs,
+        }
+    }
+
+    pub fn load(storage: &dyn Storage, subdir: &str) -> Option<Self> {
+        read_versioned(storage, &stats_path(subdir))
+    }
+
+    pub fn to_bytes(&self) -> io::Result<Vec<u8>> {
+        postcard::to_allocvec(self).map_err(|err| io::Error::other(format!("index stats: {err}")))
+    }
+
+    /// Whether `listing` (sorted by name) is exactly the files remembered.
+    pub fn lists(&self, listing: &[FileStat]) -> bool {
+        self.rows.len() == listing.len()
+            && self
+                .rows
+                .iter()
+                .zip(listing)
+                .all(|(row, stat)| row.name == stat.name && row.stamp.matches(stat))
+    }
+
+    pub fn indexed(&self) -> usize {
+        self.rows
+            .iter()
+            .filter(|row| row.left_out.is_none())
+            .count()
     }
 }
 
@@ -265,10 +330,18 @@ mod tests {
     use super::*;
     use crate::storage::LocalFs;
 
-    #[test]
-    fn round_trips_through_disk() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = LocalFs::new(dir.path());
+    fn indexed(record: &str, name: &str) -> Outcome {
+        Outcome::Indexed(Arc::new(IndexedPackage {
+            record: record.into(),
+            run_exports: "{}".into(),
+            sha256: "ab".into(),
+            name: Some(name.into()),
+            shard_record: Some(record.into()),
+            channeldata: r#"{"summary":"a \u00e9"}"#.into(),
+        }))
+    }
+
+    fn sample() -> BTreeMap<String, CacheEntry> {
         let mut entries = BTreeMap::new();
         entries.insert(
             "a-1-0.conda".to_owned(),
@@ -276,14 +349,7 @@ mod tests {
                 size: 10,
                 mtime_ns: 1_700_000_000_123_456_789,
                 etag: None,
-                outcome: Outcome::Indexed(IndexedPackage {
-                    record: r#"{"name":"a","x":1e+16}"#.into(),
-                    run_exports: "{}".into(),
-                    sha256: "ab".into(),
-                    name: Some("a".into()),
-                    shard_record: Some(r#"{"x":1e+16,"name":"a"}"#.into()),
-                    channeldata: r#"{"summary":"a \u00e9"}"#.into(),
-                }),
+                outcome: indexed(r#"{"name":"a","x":1e+16}"#, "a"),
             },
         );
         entries.insert(
@@ -292,14 +358,7 @@ mod tests {
                 size: 7,
                 mtime_ns: -1,
                 etag: Some("\"9e107d9d372bb6826bd81d3542a419d6\"".into()),
-                outcome: Outcome::Indexed(IndexedPackage {
-                    record: r#"{"name":"\u00e9t\u00e9","depends":["a \"b\""]}"#.into(),
-                    run_exports: r#"{"weak":["x"]}"#.into(),
-                    sha256: "cd".into(),
-                    name: Some("\u{e9}t\u{e9}".into()),
-                    shard_record: None,
-                    channeldata: String::new(),
-                }),
+                outcome: indexed(r#"{"name":"\u00e9t\u00e9"}"#, "\u{e9}t\u{e9}"),
             },
         );
         entries.insert(
@@ -314,37 +373,103 @@ mod tests {
                 }),
             },
         );
+        entries
+    }
+
+    fn storage() -> (tempfile::TempDir, LocalFs) {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalFs::new(dir.path());
         storage.create_dir_all("noarch/.cache").unwrap();
-        storage
-            .write_atomic(&cache_path("noarch"), &to_bytes(&entries))
-            .unwrap();
+        (dir, storage)
+    }
+
+    fn stat(name: &str, size: u64, mtime_ns: i128) -> FileStat {
+        FileStat {
+            name: name.into(),
+            size,
+            mtime_ns,
+            is_dir: false,
+            version: None,
+        }
+    }
+
+    #[test]
+    fn records_round_trip_through_disk() {
+        let (_dir, storage) = storage();
+        let entries = sample();
+        let bytes = to_bytes(&entries).unwrap();
+        storage.write_atomic(&cache_path("noarch"), &bytes).unwrap();
         assert_eq!(load(&storage, "noarch"), entries);
+        assert_eq!(check_records(&bytes), Ok(3));
     }
 
     #[test]
-    fn a_cache_without_sha256_fields_reads_them_from_the_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = LocalFs::new(dir.path());
-        storage.create_dir_all("noarch/.cache").unwrap();
-        let old = br#"{"version":3,"packages":{"a-1-0.conda":{"size":1,"mtime_ns":2,"record":{"name":"a","sha256":"ab"},"run_exports":{}},"b-1-0.conda":{"size":1,"mtime_ns":2,"record":{"name":"b"},"run_exports":{}}}}"#;
-        storage.write_atomic(&cache_path("noarch"), old).unwrap();
-        let loaded = load(&storage, "noarch");
-        let Some(Outcome::Indexed(package)) = loaded.get("a-1-0.conda").map(|e| &e.outcome) else {
-            panic!("{loaded:?}");
-        };
-        assert_eq!(package.sha256, "ab");
-        // Without any sha256 the entry is dropped: the package is read again.
-        assert!(!loaded.contains_key("b-1-0.conda"));
+    fn corrupt_truncated_and_old_caches_are_empty() {
+        let (_dir, storage) = storage();
+        let bytes = to_bytes(&sample()).unwrap();
+        let old_json = br#"{"version":3,"packages":{}}"#.to_vec();
+        let mut other_version = bytes.clone();
+        other_version[0] = 3;
+        for bad in [
+            b"{not json".to_vec(),
+            bytes[..bytes.len() / 2].to_vec(),
+            old_json,
+            other_version,
+            Vec::new(),
+        ] {
+            storage.write_atomic(&cache_path("noarch"), &bad).unwrap();
+            assert!(load(&storage, "noarch").is_empty(), "{bad:?}");
+            assert!(check_records(&bad).is_err());
+        }
     }
 
     #[test]
-    fn corrupt_cache_is_empty() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = LocalFs::new(dir.path());
-        storage.create_dir_all("noarch/.cache").unwrap();
+    fn stats_list_exactly_the_files_they_remember() {
+        let (_dir, storage) = storage();
+        let stats = Stats::new(&sample(), OutputStamps::default());
         storage
-            .write_atomic(&cache_path("noarch"), b"{not json")
+            .write_atomic(&stats_path("noarch"), &stats.to_bytes().unwrap())
             .unwrap();
-        assert!(load(&storage, "noarch").is_empty());
+        let stats = Stats::load(&storage, "noarch").unwrap();
+        assert_eq!(stats.indexed(), 2);
+        let listing = vec![
+            stat("a-1-0.conda", 10, 1_700_000_000_123_456_789),
+            stat("b-1-0.tar.bz2", 3, 5),
+            stat("\u{e9}t\u{e9}-1-0.conda", 7, 99), // an ETag, not the mtime, counts
+        ];
+        let mut listing = listing;
+        listing[2].version = Some(crate::storage::Version::Object {
+            e_tag: Some("\"9e107d9d372bb6826bd81d3542a419d6\"".into()),
+            version: None,
+        });
+        assert!(stats.lists(&listing));
+        let mut touched = listing.clone();
+        touched[0].mtime_ns += 1;
+        assert!(!stats.lists(&touched));
+        assert!(!stats.lists(&listing[..2]));
+        let mut renamed = listing.clone();
+        renamed[1].name = "c-1-0.tar.bz2".into();
+        assert!(!stats.lists(&renamed));
+    }
+
+    #[test]
+    fn output_stamps_hold_until_a_file_or_the_fingerprint_changes() {
+        let (_dir, storage) = storage();
+        storage.write_atomic("noarch/repodata.json", b"{}").unwrap();
+        let paths = vec!["noarch/repodata.json".into(), "noarch/gone.json".into()];
+        let stamps = OutputStamps::take(&storage, "f".into(), paths, Some(100)).unwrap();
+        assert!(stamps.hold(&storage, "f", 99));
+        assert!(!stamps.hold(&storage, "g", 99));
+        assert!(
+            !stamps.hold(&storage, "f", 100),
+            "a shard is due for deletion"
+        );
+        storage.write_atomic("noarch/gone.json", b"{}").unwrap();
+        assert!(!stamps.hold(&storage, "f", 99));
+        storage.remove("noarch/gone.json").unwrap();
+        storage
+            .write_atomic("noarch/repodata.json", b"{ }")
+            .unwrap();
+        assert!(!stamps.hold(&storage, "f", 99));
     }
 }

@@ -119,6 +119,7 @@ impl LiveIndex {
         // Several servers write a bucket: its metadata is only ever
         // committed (the caller's first `reconcile`), never overwritten.
         run.defer_writes = matches!(store, ChannelStore::Bucket(_));
+        run.keep_records = true; // served from memory
         let (mut summary, indexed) = index_subdirs(store.storage(), &options, &run)?;
         if let Some(local) = store.local() {
             summary.files_written += outputs::channel::write(local, &indexed, &options, run.now)
@@ -187,7 +188,7 @@ impl LiveIndex {
     }
 
     /// The indexed package of that name, if any.
-    pub fn get(&self, subdir: &str, file_name: &str) -> Option<IndexedPackage> {
+    pub fn get(&self, subdir: &str, file_name: &str) -> Option<Arc<IndexedPackage>> {
         let slot = lock(&self.subdirs).get(subdir).cloned()?;
         let state = lock(&slot.state);
         state.repodata.packages.get(file_name).cloned()
@@ -199,6 +200,7 @@ impl LiveIndex {
     pub fn add(&self, subdir: &str, stat: FileStat, package: IndexedPackage) -> io::Result<()> {
         let slot = self.slot(subdir)?;
         let name = stat.name.clone();
+        let package = Arc::new(package);
         let entry = CacheEntry::new(&stat, Outcome::Indexed(package.clone()));
         let (version, previous) = {
             let mut state = lock(&slot.state);
@@ -210,7 +212,7 @@ impl LiveIndex {
                     .insert(name.clone(), package.clone()),
                 state.cache.insert(name.clone(), entry),
             );
-            state.touch([previous.0.as_ref(), Some(&package)]);
+            state.touch([previous.0.as_deref(), Some(&*package)]);
             (state.version, previous)
         };
         self.commit(&slot, version, || {
@@ -247,7 +249,7 @@ impl LiveIndex {
                 return Ok(false);
             }
             state.version += 1;
-            state.touch([previous.0.as_ref(), None]);
+            state.touch([previous.0.as_deref(), None]);
             (state.version, previous)
         };
         self.commit(&slot, version, || {
@@ -461,7 +463,7 @@ impl LiveIndex {
                         .packages
                         .insert(stat.name.clone(), package.clone());
                     state.version += 1;
-                    state.touch([previous.as_ref(), Some(package)]);
+                    state.touch([previous.as_deref(), Some(&**package)]);
                     added += 1;
                 }
                 state
@@ -538,7 +540,7 @@ impl Subdir {
             let shard_state = shards.then(|| state.shard_state.to_bytes());
             (
                 state.repodata.subdir.clone(),
-                cache::to_bytes(&state.cache),
+                cache::to_bytes(&state.cache)?,
                 shard_state,
             )
         };

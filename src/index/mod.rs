@@ -15,13 +15,14 @@ mod scan;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 
-pub use cache::cache_path;
 pub use cache::LeftOutReason;
+pub use cache::{cache_path, check_records, stats_path};
 use cache::{CacheEntry, Outcome};
 pub use live::{ListedFile, LiveIndex};
 pub use outputs::patches::PatchSourceError;
@@ -195,6 +196,9 @@ struct SubdirJob {
     listing: Vec<FileStat>,
     cache: BTreeMap<String, CacheEntry>,
     fresh: BTreeMap<String, CacheEntry>,
+    /// Set when the files and outputs are exactly as the last run left
+    /// them: there is nothing to read or write (and `listing` is empty).
+    unchanged: Option<cache::Stats>,
 }
 
 /// Indexes the channel in `storage`. The caller holds the channel's
@@ -246,16 +250,19 @@ fn index_in_pool(
     run: &outputs::Run,
 ) -> Result<(IndexSummary, Vec<SubdirIndex>), IndexError> {
     let started = Instant::now();
+    let fingerprint = (!run.keep_records)
+        .then(|| fingerprint(storage, options, run))
+        .flatten();
     // Listing a subdir and loading its cache are most of a no-change run:
     // one subdir per core.
     let mut jobs = scan::subdirs(storage, &options.subdirs)?
         .into_par_iter()
-        .map(|name| plan_subdir(storage, name))
+        .map(|name| plan_subdir(storage, name, fingerprint.as_deref(), run))
         .collect::<Result<Vec<_>, _>>()?;
     let read = read_changed(storage, &mut jobs, options.progress);
     let results: Vec<_> = jobs
         .into_par_iter()
-        .map(|job| finish_subdir(storage, job, options, run))
+        .map(|job| finish_subdir(storage, job, options, run, fingerprint.as_deref()))
         .collect();
     let mut summary = IndexSummary {
         read,
@@ -263,25 +270,82 @@ fn index_in_pool(
     };
     let mut subdirs = Vec::new();
     for result in results {
-        let (index, left_out, written) = result?;
+        let finished = result?;
         summary.subdirs += 1;
-        summary.packages += index.repodata.packages.len();
-        summary.left_out.extend(left_out);
-        summary.files_written += written;
-        subdirs.push(index);
+        summary.packages += finished.packages;
+        summary.left_out.extend(finished.left_out);
+        summary.files_written += finished.written;
+        subdirs.extend(finished.index);
     }
     summary.elapsed = started.elapsed();
     Ok((summary, subdirs))
 }
 
-fn plan_subdir(storage: &dyn Storage, name: String) -> Result<SubdirJob, IndexError> {
+/// What a subdir's outputs depend on besides its packages: the options
+/// that shape them, this program's version, and the local files they are
+/// made from (patch instructions, pins) by size and mtime. `None` when
+/// they depend on more than that: a Python patch generator can read
+/// anything.
+fn fingerprint(
+    storage: &dyn Storage,
+    options: &IndexOptions,
+    run: &outputs::Run,
+) -> Option<String> {
+    use sha2::Digest;
+    if matches!(
+        run.patches,
+        Some(outputs::patches::PatchSource::Python { .. })
+    ) {
+        return None;
+    }
+    let shaping = IndexOptions {
+        subdirs: Vec::new(),
+        progress: false,
+        max_parallel: None,
+        ..options.clone()
+    };
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(env!("CARGO_PKG_VERSION"));
+    hasher.update(format!("{shaping:?}\0"));
+    hasher.update(outputs::channel::channel_name(storage, options));
+    let inputs = [&options.patch_generator, &options.current_index_versions];
+    for input in inputs.into_iter().flatten() {
+        let meta = std::fs::metadata(input).ok()?;
+        hasher.update(format!("\0{}:{:?}", meta.len(), meta.modified().ok()?));
+    }
+    Some(crate::package::hex(&hasher.finalize()))
+}
+
+/// Lists a subdir and loads what its cache knows. When the files and the
+/// outputs are exactly as the last run (with the same `fingerprint`) left
+/// them, only the stats are read: the records are not needed.
+fn plan_subdir(
+    storage: &dyn Storage,
+    name: String,
+    fingerprint: Option<&str>,
+    run: &outputs::Run,
+) -> Result<SubdirJob, IndexError> {
     let listing = scan::packages(storage, &name)?;
-    let cache = cache::load(storage, &name);
+    let stats = fingerprint.and_then(|_| cache::Stats::load(storage, &name));
+    let now_secs = outputs::shards::epoch_secs(run.now);
+    let unchanged = stats.filter(|stats| {
+        fingerprint.is_some_and(|fingerprint| {
+            stats.lists(&listing) && stats.outputs.hold(storage, fingerprint, now_secs)
+        })
+    });
+    let (listing, cache) = match unchanged {
+        Some(_) => (Vec::new(), BTreeMap::new()),
+        None => {
+            let cache = cache::load(storage, &name);
+            (listing, cache)
+        }
+    };
     Ok(SubdirJob {
         name,
         listing,
         cache,
         fresh: BTreeMap::new(),
+        unchanged,
     })
 }
 
@@ -332,7 +396,7 @@ pub(crate) fn read_one(storage: &dyn Storage, subdir: &str, stat: &FileStat) -> 
         }
     };
     let outcome = match index_package(file, file_name) {
-        Ok(package) => Outcome::Indexed(package),
+        Ok(package) => Outcome::Indexed(Arc::new(package)),
         Err(reason) => Outcome::LeftOut(reason),
     };
     Some(outcome)
@@ -350,20 +414,33 @@ pub fn index_package(
     Ok(IndexedPackage::new(&info.members, &info.digests)?)
 }
 
-/// Builds and writes one subdir's metadata and cache; returns its index,
-/// the packages left out, and the number of files written.
+/// What finishing one subdir gave.
+struct Finished {
+    /// `None` for a subdir left as it was (its records were not loaded).
+    index: Option<SubdirIndex>,
+    packages: usize,
+    left_out: Vec<LeftOut>,
+    written: usize,
+}
+
+/// Builds and writes one subdir's metadata and cache.
 fn finish_subdir(
     storage: &dyn Storage,
     job: SubdirJob,
     options: &IndexOptions,
     run: &outputs::Run,
-) -> Result<(SubdirIndex, Vec<LeftOut>, usize), IndexError> {
+    fingerprint: Option<&str>,
+) -> Result<Finished, IndexError> {
     let SubdirJob {
         name,
         listing,
         mut cache,
         mut fresh,
+        unchanged,
     } = job;
+    if let Some(stats) = unchanged {
+        return Ok(finish_unchanged(&name, &stats));
+    }
     let mut entries = BTreeMap::new();
     let mut changes = Changes::default();
     let mut repodata = SubdirRepodata::new(&name);
@@ -388,7 +465,9 @@ fn finish_subdir(
         };
         match &entry.outcome {
             Outcome::Indexed(package) => {
-                repodata.packages.insert(stat.name.clone(), package.clone());
+                repodata
+                    .packages
+                    .insert(stat.name.clone(), Arc::clone(package));
             }
             Outcome::LeftOut(reason) => {
                 let path = format!("{name}/{}", stat.name);
@@ -408,39 +487,108 @@ fn finish_subdir(
         match (&entry.outcome, options.update_only) {
             // conda-index's --update-only: packages whose files are gone stay.
             (Outcome::Indexed(package), true) => {
-                repodata.packages.insert(file_name.clone(), package.clone());
+                repodata
+                    .packages
+                    .insert(file_name.clone(), Arc::clone(package));
                 entries.insert(file_name, entry);
             }
             _ => changes.replace(Some(&entry), None),
         }
     }
+    let packages = repodata.packages.len();
     if run.defer_writes {
         let index = SubdirIndex {
             repodata,
             cache: entries,
             shards: None, // rebuilt by the caller's first commit
         };
-        return Ok((index, left_out, 0));
+        return Ok(Finished {
+            index: Some(index),
+            packages,
+            left_out,
+            written: 0,
+        });
     }
     let context = |what: &str| format!("writing {what} of {name}/");
+    let cache_error = |e| IndexError::io(context("the index cache"), e);
     // The cache is renamed after the outputs: a run killed in between only
     // re-reads packages.
+    storage
+        .create_dir_all(&format!("{name}/.cache"))
+        .map_err(cache_error)?;
     let mut extra = Vec::new();
-    if changes.cache {
-        storage
-            .create_dir_all(&format!("{name}/.cache"))
-            .map_err(|e| IndexError::io(context("the index cache"), e))?;
-        extra.push((cache_path(&name), cache::to_bytes(&entries)));
+    let old_json = cache::old_cache_path(&name);
+    let has_old_json = storage.stat(&old_json).map_err(cache_error)?.is_some();
+    if changes.cache || has_old_json {
+        extra.push((
+            cache_path(&name),
+            cache::to_bytes(&entries).map_err(cache_error)?,
+        ));
     }
     let written =
         outputs::write_subdir(storage, &repodata, options, run, Some(changes.dirty), extra)
             .map_err(|e| IndexError::io(context("metadata"), e))?;
+    if let Some(fingerprint) = fingerprint {
+        write_stats(storage, &name, &entries, fingerprint, &written).map_err(cache_error)?;
+    }
+    if has_old_json {
+        storage.remove(&old_json).map_err(cache_error)?;
+    }
     let index = SubdirIndex {
         repodata,
         cache: entries,
         shards: written.shards,
     };
-    Ok((index, left_out, written.files))
+    Ok(Finished {
+        index: Some(index),
+        packages,
+        left_out,
+        written: written.files,
+    })
+}
+
+/// A subdir whose files and outputs are as the last run left them: its
+/// left-out packages are reported again, nothing is written.
+fn finish_unchanged(name: &str, stats: &cache::Stats) -> Finished {
+    let left_out = stats
+        .rows
+        .iter()
+        .filter_map(|row| {
+            let reason = row.left_out.as_ref()?;
+            let path = format!("{name}/{}", row.name);
+            tracing::warn!("left out {path}: {}", reason.message);
+            Some(LeftOut {
+                path,
+                reason: reason.message.clone(),
+            })
+        })
+        .collect();
+    Finished {
+        index: None,
+        packages: stats.indexed(),
+        left_out,
+        written: 0,
+    }
+}
+
+/// Stamps the outputs as they are now and writes the stats the next run
+/// compares against (after the records they summarise).
+fn write_stats(
+    storage: &dyn Storage,
+    name: &str,
+    entries: &BTreeMap<String, CacheEntry>,
+    fingerprint: &str,
+    written: &outputs::Written,
+) -> io::Result<()> {
+    let stamps = cache::OutputStamps::take(
+        storage,
+        fingerprint.to_owned(),
+        written.outputs.clone(),
+        written.expires,
+    )?;
+    let stats = cache::Stats::new(entries, stamps);
+    storage.write_atomic_all(&[(cache::stats_path(name), stats.to_bytes()?)], &[])?;
+    Ok(())
 }
 
 /// What a run changed in a subdir's cache: whether the cache file must be

@@ -9,6 +9,7 @@
 //! writers (a process-wide mutex); other processes are kept out by the
 //! [`ChannelLock`](super::ChannelLock) every writer holds.
 
+use rayon::prelude::*;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
@@ -180,21 +181,15 @@ impl Storage for LocalFs {
     }
 
     fn list(&self, dir: &str) -> io::Result<Vec<FileStat>> {
-        let mut entries = Vec::new();
-        for entry in fs::read_dir(self.resolve(dir)?)? {
-            let entry = entry?;
-            let Ok(name) = entry.file_name().into_string() else {
-                tracing::warn!("skipping {:?}: file name is not UTF-8", entry.path());
-                continue;
-            };
-            // Follows symlinks, as conda-index's stat() does.
-            match fs::metadata(entry.path()) {
-                Ok(meta) => entries.push(file_stat(name, &meta)),
-                Err(err) if err.kind() == io::ErrorKind::NotFound => continue, // removed meanwhile
-                Err(err) => return Err(err),
-            }
-        }
-        Ok(entries)
+        let entries = fs::read_dir(self.resolve(dir)?)?.collect::<io::Result<Vec<_>>>()?;
+        // A stat per file is most of a no-change run: on all cores, and
+        // relative to the open directory (a full path's lookup cost more
+        // than the stat itself at 100,000 files).
+        let stats = entries
+            .par_iter()
+            .map(list_entry)
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(stats.into_iter().flatten().collect())
     }
 
     fn stat(&self, path: &str) -> io::Result<Option<FileStat>> {
@@ -386,6 +381,25 @@ fn file_version(meta: &fs::Metadata) -> Version {
         size: meta.len(),
         mtime_ns: mtime_ns(meta),
         inode,
+    }
+}
+
+/// One directory entry as listed: `None` for a name that is not UTF-8 or
+/// a file removed meanwhile.
+fn list_entry(entry: &fs::DirEntry) -> io::Result<Option<FileStat>> {
+    let Ok(name) = entry.file_name().into_string() else {
+        tracing::warn!("skipping {:?}: file name is not UTF-8", entry.path());
+        return Ok(None);
+    };
+    let meta = match entry.metadata() {
+        // Follows symlinks, as conda-index's stat() does.
+        Ok(meta) if meta.file_type().is_symlink() => fs::metadata(entry.path()),
+        other => other,
+    };
+    match meta {
+        Ok(meta) => Ok(Some(file_stat(name, &meta))),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err),
     }
 }
 

@@ -111,7 +111,7 @@ fn conda_fallback_runs_conda_index_end_to_end() {
     assert!(
         !channel
             .path()
-            .join("linux-64/.cache/artifact-upload-handler-index.json")
+            .join(artifact_upload_handler::index::cache_path("linux-64"))
             .exists(),
         "the native indexer ran"
     );

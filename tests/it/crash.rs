@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use artifact_upload_handler::generate::{
     generate_channel, write_package, ChannelSpec, Format, PackageSpec,
 };
-use artifact_upload_handler::index::{cache_path, index_channel, IndexOptions};
+use artifact_upload_handler::index::{cache_path, check_records, index_channel, IndexOptions};
 use artifact_upload_handler::storage::LocalFs;
 use serde_json::Value;
 
@@ -152,8 +152,8 @@ fn check_consistent(channel: &Path, known: &Known, context: &str) {
         // The incremental cache is written atomically as well.
         let cache = channel.join(cache_path(subdir));
         if cache.exists() {
-            serde_json::from_slice::<Value>(&fs::read(&cache).unwrap()).unwrap_or_else(|err| {
-                panic!("{context}: {} is not valid JSON: {err}", cache.display())
+            check_records(&fs::read(&cache).unwrap()).unwrap_or_else(|err| {
+                panic!("{context}: {} is not a whole cache: {err}", cache.display())
             });
         }
     }

@@ -5,6 +5,7 @@ use std::fs;
 use std::time::Duration;
 
 use artifact_upload_handler::generate::{write_package, Format, PackageSpec};
+use artifact_upload_handler::index::{cache_path, check_records, stats_path};
 use filetime::FileTime;
 
 use crate::common;
@@ -131,10 +132,9 @@ fn corrupt_cache_is_rebuilt() {
     let channel = generated_channel();
     assert!(common::index(channel.path(), &[]).status.success());
     let expected = fs::read(channel.path().join("noarch/repodata.json")).unwrap();
-    let cache = channel
-        .path()
-        .join(artifact_upload_handler::index::cache_path("noarch"));
-    fs::write(&cache, b"{\"version\": 1, \"packages\": {\"x\": ").unwrap();
+    for path in [cache_path("noarch"), stats_path("noarch")] {
+        fs::write(channel.path().join(path), b"\x04\x02garbage").unwrap();
+    }
     let output = common::index(channel.path(), &[]);
     assert!(output.status.success());
     assert!(common::stderr(&output).contains("ignoring corrupt index cache"));
@@ -147,10 +147,92 @@ fn corrupt_cache_is_rebuilt() {
         fs::read(channel.path().join("noarch/repodata.json")).unwrap(),
         expected
     );
+    let records = fs::read(channel.path().join(cache_path("noarch"))).unwrap();
+    assert_eq!(check_records(&records), Ok(2));
 }
 
-/// A JSON file's compressed copies disappear when the JSON changes without
-/// them being asked for, rather than going stale.
+/// A run that finds the packages and outputs as the last one left them
+/// reads only the small stats file: the records are not even opened.
+#[test]
+fn a_no_change_run_does_not_load_the_records() {
+    let channel = generated_channel();
+    assert!(common::index(channel.path(), &["--zst"]).status.success());
+    let records = channel.path().join(cache_path("noarch"));
+    fs::write(&records, b"\x04\x02garbage").unwrap();
+    let before = common::snapshot(channel.path());
+    let output = common::index(channel.path(), &["--zst"]);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    assert!(common::stdout(&output).contains(": 0 read, 0 left out, 0 files written"));
+    assert!(!common::stderr(&output).contains("ignoring"));
+    assert_eq!(common::snapshot(channel.path()), before);
+
+    // One package touched: now the records are needed, found corrupt, and
+    // every package is read again.
+    let package = channel.path().join("noarch/pkg0-1.0-0.tar.bz2");
+    filetime::set_file_mtime(&package, FileTime::from_unix_time(1_600_000_000, 0)).unwrap();
+    let output = common::index(channel.path(), &["--zst"]);
+    assert!(common::stderr(&output).contains("ignoring corrupt index cache"));
+    assert!(
+        common::stdout(&output).contains(": 2 read"),
+        "{}",
+        common::stdout(&output)
+    );
+    assert_eq!(check_records(&fs::read(&records).unwrap()), Ok(2));
+}
+
+/// The stats vouch for the outputs only as they were written: a removed or
+/// edited output, or other options, and the run does its work again.
+#[test]
+fn outputs_changed_behind_the_cache_are_rewritten() {
+    let channel = generated_channel();
+    assert!(common::index(channel.path(), &["--zst"]).status.success());
+    let repodata_path = channel.path().join("noarch/repodata.json");
+    let expected = fs::read(&repodata_path).unwrap();
+    let zst = channel.path().join("noarch/repodata.json.zst");
+    let expected_zst = fs::read(&zst).unwrap();
+
+    fs::remove_file(&zst).unwrap();
+    assert!(common::index(channel.path(), &["--zst"]).status.success());
+    assert_eq!(fs::read(&zst).unwrap(), expected_zst);
+
+    fs::write(&repodata_path, b"{}").unwrap();
+    assert!(common::index(channel.path(), &["--zst"]).status.success());
+    assert_eq!(fs::read(&repodata_path).unwrap(), expected);
+
+    // Other options: another fingerprint, so the run writes what they ask.
+    let output = common::index(channel.path(), &["--zst", "--bz2"]);
+    assert!(common::stdout(&output).contains(": 0 read"));
+    assert!(channel.path().join("noarch/repodata.json.bz2").exists());
+}
+
+/// The JSON cache of earlier versions is not trusted: the packages are
+/// read again, and it is replaced by the new cache.
+#[test]
+fn an_old_json_cache_is_replaced() {
+    let channel = generated_channel();
+    assert!(common::index(channel.path(), &[]).status.success());
+    let expected = fs::read(channel.path().join("noarch/repodata.json")).unwrap();
+    let old = channel
+        .path()
+        .join("noarch/.cache/artifact-upload-handler-index.json");
+    fs::write(&old, br#"{"version":3,"packages":{}}"#).unwrap();
+    for path in [cache_path("noarch"), stats_path("noarch")] {
+        fs::remove_file(channel.path().join(path)).unwrap();
+    }
+    let output = common::index(channel.path(), &[]);
+    assert!(
+        common::stdout(&output).contains(": 2 read"),
+        "{}",
+        common::stdout(&output)
+    );
+    assert!(!old.exists());
+    assert!(channel.path().join(stats_path("noarch")).exists());
+    assert_eq!(
+        fs::read(channel.path().join("noarch/repodata.json")).unwrap(),
+        expected
+    );
+}
+
 #[test]
 fn stale_compressed_copies_are_removed() {
     let channel = generated_channel();

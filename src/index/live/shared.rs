@@ -189,7 +189,7 @@ impl LiveIndex {
                     .repodata
                     .packages
                     .insert(stat.name.clone(), package.clone());
-                state.touch([previous.as_ref(), Some(package)]);
+                state.touch([previous.as_deref(), Some(&**package)]);
             }
             state
                 .cache
@@ -198,7 +198,7 @@ impl LiveIndex {
         for name in gone {
             let previous = state.repodata.packages.remove(&name);
             state.cache.remove(&name);
-            state.touch([previous.as_ref(), None]);
+            state.touch([previous.as_deref(), None]);
         }
         let dirty: BTreeSet<String> = state.dirty.keys().cloned().collect();
         let before = ShardsBefore {

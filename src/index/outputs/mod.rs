@@ -43,6 +43,9 @@ pub(crate) struct Run {
     /// Read, do not write: the caller commits the outputs itself (a server
     /// on a bucket, whose writes must compare-and-swap with other servers').
     pub defer_writes: bool,
+    /// Every subdir's records are wanted (by a server, or for
+    /// channeldata.json), even where nothing changed.
+    pub keep_records: bool,
 }
 
 impl Run {
@@ -60,6 +63,7 @@ impl Run {
             pins,
             now: SystemTime::now(),
             defer_writes: false,
+            keep_records: options.channeldata,
         })
     }
 }
@@ -297,11 +301,44 @@ fn plan_shards(
     })
 }
 
+/// Every file a subdir's outputs may comprise, whichever options made
+/// them (the shard files aside: they are named by their content, and
+/// the shard indexes name them). A stamp of each, present or absent, tells
+/// whether anything but an indexer touched them.
+pub(crate) fn output_paths(subdir: &str) -> Vec<String> {
+    let documents = [
+        "repodata.json",
+        "repodata_from_packages.json",
+        "run_exports.json",
+        current::CURRENT_REPODATA,
+    ];
+    let compressed = documents
+        .iter()
+        .flat_map(|name| ["", ".bz2", ".zst"].map(|ext| format!("{name}{ext}")));
+    let single = [
+        PATCH_INSTRUCTIONS,
+        SHARDS_INDEX,
+        SHARDS_INDEX_FROM_PACKAGES,
+        html::INDEX_HTML,
+    ]
+    .map(str::to_owned);
+    compressed
+        .chain(single)
+        .map(|name| format!("{subdir}/{name}"))
+        .chain([shards::state_path(subdir)])
+        .collect()
+}
+
 /// What [`write_subdir`] did.
 pub(crate) struct Written {
     pub files: usize,
     /// The shards now on disk, when shards are written.
     pub shards: Option<(shards::ShardMaps, ShardState)>,
+    /// Every output a subdir can have ([`output_paths`]), to be stamped as
+    /// this write left them.
+    pub outputs: Vec<String>,
+    /// When a retired shard is next due for deletion.
+    pub expires: Option<u64>,
 }
 
 /// Writes every enabled output of one subdir, then `extra` files (the
@@ -365,6 +402,9 @@ pub(crate) fn write_subdir(
             }
         }
     }
+    let expires = shards_now
+        .as_ref()
+        .and_then(|(_, state)| shards::next_expiry(state, options.shard_retention));
     files.write.extend(extra);
     for copy in &files.stale {
         tracing::info!("removing {copy}: it no longer matches what it stood for");
@@ -384,5 +424,7 @@ pub(crate) fn write_subdir(
     Ok(Written {
         files: created + written + html,
         shards: shards_now,
+        outputs: output_paths(subdir),
+        expires,
     })
 }

@@ -294,6 +294,18 @@ fn build_shard(
     })
 }
 
+/// Seconds since the epoch (0 for a clock before it).
+pub(crate) fn epoch_secs(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// When the first of the retired shards is due for deletion.
+pub(crate) fn next_expiry(state: &ShardState, retention: Duration) -> Option<u64> {
+    let first = state.retired.values().min()?;
+    Some(first.saturating_add(retention.as_secs()))
+}
+
 /// Retires the shards `previous` referred to and `current` does not (and,
 /// when `unknown` lists the subdir's files, every shard file neither
 /// refers to), then picks the retired files past `retention` to delete.
@@ -305,9 +317,7 @@ pub(crate) fn retire(
     now: SystemTime,
     retention: Duration,
 ) -> Vec<String> {
-    let now_secs = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now_secs = epoch_secs(now);
     let referenced = current.referenced();
     let mut candidates: BTreeSet<ShardHash> =
         previous.map(ShardMaps::referenced).unwrap_or_default();

@@ -98,6 +98,7 @@ fn multipart_error(limit: u64) -> impl Fn(MultipartError) -> ApiError + Copy {
         } else if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge(limit)
         } else {
+            tracing::debug!("form parser: {err:?}");
             ApiError::BadMultipart(err)
         }
     }
