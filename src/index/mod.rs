@@ -250,9 +250,7 @@ fn index_in_pool(
     run: &outputs::Run,
 ) -> Result<(IndexSummary, Vec<SubdirIndex>), IndexError> {
     let started = Instant::now();
-    let fingerprint = (!run.keep_records)
-        .then(|| fingerprint(storage, options, run))
-        .flatten();
+    let fingerprint = fingerprint(storage, options, run);
     // Listing a subdir and loading its cache are most of a no-change run:
     // one subdir per core.
     let mut jobs = scan::subdirs(storage, &options.subdirs)?
@@ -333,13 +331,19 @@ fn plan_subdir(
             stats.lists(&listing) && stats.outputs.hold(storage, fingerprint, now_secs)
         })
     });
-    let (listing, cache) = match unchanged {
-        Some(_) => (Vec::new(), BTreeMap::new()),
-        None => {
-            let cache = cache::load(storage, &name);
-            (listing, cache)
-        }
-    };
+    if unchanged.is_some() && !run.keep_records {
+        return Ok(SubdirJob {
+            name,
+            listing: Vec::new(),
+            cache: BTreeMap::new(),
+            fresh: BTreeMap::new(),
+            unchanged,
+        });
+    }
+    let cache = cache::load(storage, &name);
+    // Records older or newer than the stats (a run killed between the
+    // two), or lost: the ordinary way, which reads what they lack.
+    let unchanged = unchanged.filter(|_| cache_lists(&cache, &listing));
     Ok(SubdirJob {
         name,
         listing,
@@ -414,6 +418,15 @@ pub fn index_package(
     Ok(IndexedPackage::new(&info.members, &info.digests)?)
 }
 
+/// Whether `cache` holds exactly the files of `listing`, as they are.
+fn cache_lists(cache: &BTreeMap<String, CacheEntry>, listing: &[FileStat]) -> bool {
+    cache.len() == listing.len()
+        && cache
+            .iter()
+            .zip(listing)
+            .all(|((name, entry), stat)| *name == stat.name && entry.matches(stat))
+}
+
 /// What finishing one subdir gave.
 struct Finished {
     /// `None` for a subdir left as it was (its records were not loaded).
@@ -438,8 +451,8 @@ fn finish_subdir(
         mut fresh,
         unchanged,
     } = job;
-    if let Some(stats) = unchanged {
-        return Ok(finish_unchanged(&name, &stats));
+    if let Some(stats) = unchanged.as_ref().filter(|_| !run.keep_records) {
+        return Ok(finish_unchanged(&name, stats));
     }
     let mut entries = BTreeMap::new();
     let mut changes = Changes::default();
@@ -496,6 +509,26 @@ fn finish_subdir(
         }
     }
     let packages = repodata.packages.len();
+    // Unchanged, but its records wanted (by a server starting): they are
+    // in memory now, its outputs stand as they are.
+    let shards_on_disk = match (&unchanged, options.write_shards) {
+        (None, _) => None,
+        (Some(_), false) => Some(None),
+        (Some(_), true) => outputs::shards::on_disk(storage, &name).map(Some),
+    };
+    if let Some(shards) = shards_on_disk {
+        let index = SubdirIndex {
+            repodata,
+            cache: entries,
+            shards,
+        };
+        return Ok(Finished {
+            index: Some(index),
+            packages,
+            left_out,
+            written: 0,
+        });
+    }
     if run.defer_writes {
         let index = SubdirIndex {
             repodata,

@@ -246,3 +246,45 @@ fn stale_compressed_copies_are_removed() {
         "unchanged subdir keeps its copy"
     );
 }
+
+/// A server starting on a channel as its last run left it loads the
+/// records and writes nothing; with its records lost it reads the
+/// packages again rather than serving less.
+#[test]
+fn a_server_start_on_an_unchanged_channel_loads_and_writes_nothing() {
+    use artifact_upload_handler::index::{IndexOptions, LiveIndex};
+    use artifact_upload_handler::storage::{ChannelStore, LocalFs};
+    let channel = generated_channel();
+    let options = IndexOptions {
+        write_shards: true,
+        zst: true,
+        ..IndexOptions::default()
+    };
+    let open = || {
+        let store = ChannelStore::Local(LocalFs::new(channel.path()));
+        LiveIndex::open(store, options.clone()).unwrap()
+    };
+    let (_, first) = open();
+    assert_eq!(first.packages, 4);
+    // Same size and mtime, other bytes: a start that rendered the outputs
+    // again would rewrite it; one that trusts the stamps leaves it.
+    let json = channel.path().join("noarch/repodata.json");
+    let meta = fs::metadata(&json).unwrap();
+    fs::write(&json, vec![b' '; meta.len() as usize]).unwrap();
+    filetime::set_file_mtime(&json, FileTime::from_last_modification_time(&meta)).unwrap();
+    let before = common::snapshot(channel.path());
+    let (live, second) = open();
+    assert_eq!((second.read, second.files_written), (0, 0));
+    assert_eq!(common::snapshot(channel.path()), before);
+    assert!(live.get("noarch", "pkg0-1.0-0.tar.bz2").is_some());
+    assert_eq!(
+        live.package_counts(),
+        vec![("linux-64".into(), 2), ("noarch".into(), 2)]
+    );
+    drop(live);
+
+    fs::write(channel.path().join(cache_path("noarch")), b"\x04\x02").unwrap();
+    let (live, third) = open();
+    assert_eq!(third.read, 2, "the noarch packages are read again");
+    assert!(live.get("noarch", "pkg0-1.0-0.tar.bz2").is_some());
+}

@@ -126,6 +126,13 @@ pub(crate) fn load_maps(
     })
 }
 
+/// The shards a subdir's state file vouches for, if it can be trusted.
+pub(crate) fn on_disk(storage: &dyn Storage, subdir: &str) -> Option<(ShardMaps, ShardState)> {
+    let state = ShardState::load(storage, subdir);
+    let maps = load_maps(storage, subdir, &state)?;
+    Some((maps, state))
+}
+
 /// The shard files and indexes one update writes.
 #[derive(Default)]
 pub(crate) struct ShardWrite {
