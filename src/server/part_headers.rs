@@ -158,19 +158,39 @@ impl<S> PartHeaderCap<S> {
     }
 
     /// Part content: finds the delimiter, which cannot overlap itself (its
-    /// only CR is its first byte: a boundary holds no CR), so a mismatch
-    /// restarts the match at the current byte.
+    /// only CR is its first byte: a boundary holds no CR). A match begun
+    /// at the end of the last chunk goes on byte by byte; the rest is
+    /// searched with `memchr` (a package's bytes pass through here), and a
+    /// tail that may begin the delimiter starts at the chunk's last CR.
     fn scan_data<'c>(&mut self, chunk: &'c [u8]) -> &'c [u8] {
-        for (at, &byte) in chunk.iter().enumerate() {
-            if self.delimiter.get(self.matched) == Some(&byte) {
-                self.matched += 1;
-            } else {
-                self.matched = usize::from(byte == b'\r');
+        let mut from = 0;
+        while self.matched > 0 {
+            let Some(&byte) = chunk.get(from) else {
+                return &[];
+            };
+            if self.delimiter.get(self.matched) != Some(&byte) {
+                self.matched = 0; // a CR here begins the search below
+                break;
             }
+            self.matched += 1;
+            from += 1;
             if self.matched == self.delimiter.len() {
                 self.matched = 0;
                 self.phase = Phase::Headers;
-                return chunk.get(at + 1..).unwrap_or_default();
+                return chunk.get(from..).unwrap_or_default();
+            }
+        }
+        let rest = chunk.get(from..).unwrap_or_default();
+        if let Some(at) = memchr::memmem::find(rest, &self.delimiter) {
+            self.phase = Phase::Headers;
+            return rest.get(at + self.delimiter.len()..).unwrap_or_default();
+        }
+        let tail_from = rest.len().saturating_sub(self.delimiter.len() - 1);
+        let tail = rest.get(tail_from..).unwrap_or_default();
+        if let Some(cr) = memchr::memrchr(b'\r', tail) {
+            let begun = tail.get(cr..).unwrap_or_default();
+            if self.delimiter.starts_with(begun) {
+                self.matched = begun.len();
             }
         }
         &[]
@@ -308,6 +328,61 @@ mod tests {
         let data = b"\r\n--XyQ\r\r\n--Xy\r\n-\rabc".repeat(1000);
         for chunk in [1, 2, 3, 7, 64, 100_000] {
             assert_eq!(scan_all("XyZ", &form(0, &data), chunk), Ok(Phase::Done));
+        }
+    }
+
+    /// Where a byte-by-byte matcher first finds the whole delimiter.
+    fn naive_end(data: &[u8], delimiter: &[u8]) -> Option<usize> {
+        data.windows(delimiter.len())
+            .position(|window| window == delimiter)
+            .map(|at| at + delimiter.len())
+    }
+
+    #[test]
+    fn the_delimiter_is_found_where_it_ends_in_any_chunking() {
+        // Pieces of the delimiter, so near-matches abound.
+        let pieces: [&[u8]; 8] = [
+            b"\r",
+            b"\n",
+            b"-",
+            b"a",
+            b"\r\n-",
+            b"\r\n--Xy",
+            b"\r\r\n--XyZ",
+            b"\r\n--XyZ",
+        ];
+        let mut seed = 0x9e37_79b9_u32;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        for _ in 0..300 {
+            let len = 1 + next() as usize % 40;
+            let data: Vec<u8> = (0..len)
+                .flat_map(|_| pieces[next() as usize % pieces.len()].iter().copied())
+                .collect();
+            let mut cap = PartHeaderCap::new(futures_util::stream::empty::<()>(), "XyZ");
+            cap.phase = Phase::Data;
+            let expected = naive_end(&data, &cap.delimiter.clone());
+            let chunk = 1 + next() as usize % 9;
+            let mut seen = 0;
+            let mut found = None;
+            for piece in data.chunks(chunk) {
+                let rest = cap.scan_data(piece);
+                if cap.phase == Phase::Headers {
+                    found = Some(seen + piece.len() - rest.len());
+                    break;
+                }
+                seen += piece.len();
+            }
+            assert_eq!(
+                found,
+                expected,
+                "{:?} in chunks of {chunk}",
+                String::from_utf8_lossy(&data)
+            );
         }
     }
 
