@@ -212,11 +212,18 @@ fn hash_stored(storage: &dyn Storage, subdir: &str, file_name: &str) -> io::Resu
 
 /// Validates the staged upload and publishes it. The staged file is
 /// consumed: linked into the channel, or removed.
+///
+/// `placed` is called once the package is verified and in place, before
+/// its metadata is written: the server frees the upload's slot then, so
+/// that uploads waiting for one group commit do not keep the next ones
+/// from being received (they join the next commit instead of queueing
+/// behind it).
 pub fn publish(
     catalog: &Catalog,
     staged: Staged,
     request: &PublishRequest,
     allow_overwrite: bool,
+    placed: impl FnOnce(),
 ) -> Result<Published, PublishError> {
     let (file_name, upload) = verify(&staged, request)?;
     let subdir = upload.subdir.as_str();
@@ -259,6 +266,7 @@ pub fn publish(
             }
         }
     };
+    placed();
     let listed = storage.stat(&target)?.map_or_else(
         || {
             Err(io::Error::new(

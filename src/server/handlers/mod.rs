@@ -48,12 +48,12 @@ use super::access_log::UploadNote;
 use super::auth::Uploading;
 use super::error::{refusal, ApiError};
 use super::staging;
-use super::state::AppState;
+use super::state::{AppState, UploadSlot};
 use crate::publish::{publish, PublishRequest, Published, Staged};
 
-/// A raw-body upload (quetz, PUT, prefix.dev's raw form) past the front door: `request` (or why
-/// it is malformed), the body staged and published, the answer made while
-/// the upload's slot is still held.
+/// A raw-body upload (quetz, PUT, prefix.dev's raw form) past the front
+/// door: `request` (or why it is malformed), the body staged and
+/// published; the upload's slot is freed once the package is placed.
 async fn raw_upload(
     upload: Uploading,
     request: Result<PublishRequest, ApiError>,
@@ -64,13 +64,13 @@ async fn raw_upload(
         state,
         mut note,
         scope,
-        slot: _slot,
+        slot,
     } = upload;
     let result = async {
         let mut request = request?;
         request.scope = Some(scope);
         let staged = stage_body(&state, headers, body, &mut note).await?;
-        publish_staged(&state, staged, request).await
+        publish_staged(&state, staged, request, Some(slot)).await
     }
     .await;
     respond(result, note)
@@ -109,15 +109,24 @@ fn is_true(value: &str) -> bool {
     )
 }
 
-/// Validates and publishes a staged upload on a blocking thread.
+/// Validates and publishes a staged upload on a blocking thread. `slot`,
+/// if given, is freed once the package is verified and placed, while its
+/// metadata is still being written.
 async fn publish_staged(
     state: &Arc<AppState>,
     staged: Staged,
     request: PublishRequest,
+    slot: Option<UploadSlot>,
 ) -> Result<Published, ApiError> {
     let state = state.clone();
     let published = tokio::task::spawn_blocking(move || {
-        publish(&state.catalog, staged, &request, state.allow_overwrite)
+        publish(
+            &state.catalog,
+            staged,
+            &request,
+            state.allow_overwrite,
+            || drop(slot),
+        )
     })
     .await??;
     Ok(published)

@@ -94,7 +94,5 @@ async fn handle(
         return Err(ApiError::Unauthorized);
     }
     let staged = staged.ok_or_else(|| ApiError::BadRequest("no artifact field".into()))?;
-    let published = publish_staged(state, staged, request).await;
-    drop(slot);
-    published
+    publish_staged(state, staged, request, slot).await
 }

@@ -23,7 +23,7 @@ use crate::publish::{PublishRequest, Published};
 use crate::server::access_log::UploadNote;
 use crate::server::auth::Uploading;
 use crate::server::error::{refusal, ApiError};
-use crate::server::state::AppState;
+use crate::server::state::{AppState, UploadSlot};
 use crate::token::Scope;
 
 /// The channel's name was checked at the front door.
@@ -80,12 +80,12 @@ async fn form_upload(upload: Uploading, uri: Uri, multipart: Multipart) -> Respo
         state,
         mut note,
         scope,
-        slot: _slot,
+        slot,
     } = upload;
     let result = match query_pairs(&uri) {
         Ok(query) => {
             let force = query.get("force").is_some_and(|v| is_true(v));
-            upload_form(&state, force, scope, multipart, &mut note).await
+            upload_form(&state, force, scope, multipart, &mut note, slot).await
         }
         Err(err) => Err(err),
     };
@@ -99,6 +99,7 @@ async fn upload_form(
     scope: Arc<Scope>,
     mut multipart: Multipart,
     note: &mut UploadNote,
+    slot: UploadSlot,
 ) -> Result<Published, ApiError> {
     let mut request = PublishRequest {
         force,
@@ -135,5 +136,5 @@ async fn upload_form(
         }
     }
     let staged = staged.ok_or_else(|| ApiError::BadRequest("no file part".into()))?;
-    publish_staged(state, staged, request).await
+    publish_staged(state, staged, request, Some(slot)).await
 }

@@ -98,7 +98,8 @@ async fn files(upload: Uploading, package: Option<String>, mut multipart: Multip
                 force,
                 scope: Some(scope.clone()),
             };
-            let done = publish_staged(&state, staged, request).await?;
+            // The slot stays held: the next file is still to be verified.
+            let done = publish_staged(&state, staged, request, None).await?;
             tracing::info!(
                 token = note.token.as_deref().unwrap_or("-"),
                 "published {}/{} ({} bytes, sha256 {})",

@@ -174,7 +174,7 @@ pub async fn commit(
         state,
         note,
         scope,
-        slot: _slot,
+        slot,
     } = upload;
     let (_, name, version, subdir, file_name) = path;
     let result = async {
@@ -192,7 +192,7 @@ pub async fn commit(
             force: false,
             scope: Some(scope),
         };
-        publish_staged(&state, staged, request).await
+        publish_staged(&state, staged, request, Some(slot)).await
     }
     .await;
     respond_published(result, note, StatusCode::OK)
