@@ -30,7 +30,7 @@ pub use browse::ListedFile;
 
 use super::cache::{self, CacheEntry, Outcome};
 use super::outputs::patches::PATCH_INSTRUCTIONS;
-use super::outputs::shards::{state_path, ShardMaps, ShardState};
+use super::outputs::shards::{self, state_path, ShardMaps, ShardState};
 use super::outputs::{self, Plan, ShardsBefore};
 use super::{index_subdirs, IndexError, IndexOptions, IndexSummary};
 use crate::metrics::Metrics;
@@ -73,12 +73,22 @@ struct SubdirState {
     dirty: BTreeMap<String, u64>,
     /// The `patch_instructions.json` last written.
     patch_file: Option<Vec<u8>>,
+    /// Some package (now or since start) has a file name that does not
+    /// begin with its name, so a name's files are not found by a range
+    /// of file names (see [`shards::by_name`]). Uploads never set it.
+    odd_names: bool,
 }
 
 impl SubdirState {
     fn new(index: super::SubdirIndex) -> Self {
         let (shards, shard_state) = index.shards.unwrap_or_default();
+        let odd_names = index
+            .repodata
+            .packages
+            .iter()
+            .any(|(file_name, package)| !shards::named_by_prefix(file_name, package));
         Self {
+            odd_names,
             repodata: index.repodata,
             cache: index.cache,
             version: 0,
@@ -87,6 +97,22 @@ impl SubdirState {
             dirty: BTreeMap::new(),
             patch_file: None,
         }
+    }
+
+    /// Lists `package` as `file_name`, marking its shard (and the one of
+    /// the package it replaces) out of date. Returns what it replaced.
+    fn list(
+        &mut self,
+        file_name: &str,
+        package: &Arc<IndexedPackage>,
+    ) -> Option<Arc<IndexedPackage>> {
+        self.odd_names |= !shards::named_by_prefix(file_name, package);
+        let previous = self
+            .repodata
+            .packages
+            .insert(file_name.to_owned(), package.clone());
+        self.touch([previous.as_deref(), Some(package)]);
+        previous
     }
 
     /// Marks the shard of the package at `file_name` (before and after an
@@ -206,13 +232,9 @@ impl LiveIndex {
             let mut state = lock(&slot.state);
             state.version += 1;
             let previous = (
-                state
-                    .repodata
-                    .packages
-                    .insert(name.clone(), package.clone()),
+                state.list(&name, &package),
                 state.cache.insert(name.clone(), entry),
             );
-            state.touch([previous.0.as_deref(), Some(&*package)]);
             (state.version, previous)
         };
         self.commit(&slot, version, || {
@@ -283,6 +305,7 @@ impl LiveIndex {
                 state: &state.shard_state,
                 maps: Some(&state.shards),
                 dirty: Some(&dirty),
+                prefixed: !state.odd_names,
             };
             let plan = outputs::plan(
                 self.storage(),
@@ -458,12 +481,8 @@ impl LiveIndex {
                         "{subdir}/{}: in storage without a record; listing it",
                         stat.name
                     );
-                    let previous = state
-                        .repodata
-                        .packages
-                        .insert(stat.name.clone(), package.clone());
+                    state.list(&stat.name, package);
                     state.version += 1;
-                    state.touch([previous.as_deref(), Some(&**package)]);
                     added += 1;
                 }
                 state

@@ -185,11 +185,7 @@ impl LiveIndex {
         let mut state = lock(&slot.state);
         for (stat, outcome) in found {
             if let Outcome::Indexed(package) = &outcome {
-                let previous = state
-                    .repodata
-                    .packages
-                    .insert(stat.name.clone(), package.clone());
-                state.touch([previous.as_deref(), Some(&**package)]);
+                state.list(&stat.name, package);
             }
             state
                 .cache
@@ -205,6 +201,7 @@ impl LiveIndex {
             state: &state.shard_state,
             maps: Some(&state.shards),
             dirty: Some(&dirty),
+            prefixed: !state.odd_names,
         };
         let plan = outputs::plan(
             storage,

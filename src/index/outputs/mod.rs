@@ -46,6 +46,10 @@ pub(crate) struct Run {
     /// Every subdir's records are wanted (by a server, or for
     /// channeldata.json), even where nothing changed.
     pub keep_records: bool,
+    /// Each subdir's `patch_instructions.json` as last read, when it
+    /// patched nothing: a server re-reads the file at every commit, and
+    /// comparing its bytes costs far less than parsing 100,000 names.
+    pub noop_patch_files: patches::NoopFiles,
 }
 
 impl Run {
@@ -64,6 +68,7 @@ impl Run {
             now: SystemTime::now(),
             defer_writes: false,
             keep_records: options.channeldata,
+            noop_patch_files: patches::NoopFiles::default(),
         })
     }
 }
@@ -152,6 +157,9 @@ pub(crate) struct ShardsBefore<'a> {
     pub maps: Option<&'a shards::ShardMaps>,
     /// Names whose packages changed since `maps` (`None`: any).
     pub dirty: Option<&'a BTreeSet<String>>,
+    /// Every package's file name begins with its name (see
+    /// [`shards::by_name`]).
+    pub prefixed: bool,
 }
 
 /// Every enabled output of one subdir, ready to be written.
@@ -195,8 +203,15 @@ pub(crate) fn plan(
         }
         _ => Vec::new(),
     };
-    let resolved = patches::resolve(storage, subdir, patches, &from_packages, options.style)
-        .map_err(invalid)?;
+    let resolved = patches::resolve(
+        storage,
+        subdir,
+        patches,
+        &from_packages,
+        options.style,
+        &run.noop_patch_files,
+    )
+    .map_err(invalid)?;
     let instructions = resolved.apply.as_ref();
     let monolithic = match options.write_monolithic {
         true => Some(monolithic(
@@ -267,7 +282,14 @@ fn plan_shards(
     let missing_index = [SHARDS_INDEX, SHARDS_INDEX_FROM_PACKAGES]
         .iter()
         .any(|name| !state.indexes.contains_key(*name));
-    let write = shards::build(repodata, instructions, trusted, dirty, &info, missing_index)?;
+    let write = shards::build(
+        repodata,
+        instructions,
+        trusted,
+        (dirty, before.prefixed),
+        &info,
+        missing_index,
+    )?;
     // Without a trusted state, shard files nobody refers to are found by
     // listing the subdir.
     let unknown = match previous {
@@ -359,6 +381,7 @@ pub(crate) fn write_subdir(
         state: &old_state,
         maps: old_maps.as_ref(),
         dirty: dirty.as_ref(),
+        prefixed: false, // a walk of the subdir costs nothing next to reading it
     };
     let plan = plan(storage, repodata, options, run, before, run.now)?;
     let mut files = monolithic::Files::default();

@@ -254,6 +254,33 @@ pub(crate) struct Resolved {
     pub kept_file: bool,
 }
 
+/// `patch_instructions.json` files known to patch nothing, by subdir.
+#[derive(Default)]
+pub(crate) struct NoopFiles(std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>);
+
+impl NoopFiles {
+    fn holds(&self, subdir: &str, bytes: &[u8]) -> bool {
+        let known = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        known
+            .get(subdir)
+            .is_some_and(|known| known.as_slice() == bytes)
+    }
+
+    fn remember(&self, subdir: &str, bytes: Option<Vec<u8>>) {
+        let mut known = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match bytes {
+            Some(bytes) => known.insert(subdir.to_owned(), bytes),
+            None => known.remove(subdir),
+        };
+    }
+}
+
 /// Decides a subdir's instructions: generated ones if any, else its own
 /// `patch_instructions.json` (a no-op file, such as the one the shard
 /// writer leaves, counts as none).
@@ -263,6 +290,7 @@ pub(crate) fn resolve(
     source: Option<&PatchSource>,
     from_packages: &[u8],
     style: JsonStyle,
+    noop_files: &NoopFiles,
 ) -> Result<Resolved, PatchSourceError> {
     if let Some(instructions) = match source {
         Some(source) => source.generate(subdir, from_packages)?,
@@ -283,17 +311,20 @@ pub(crate) fn resolve(
             path: path.clone(),
             source,
         })?;
-    let apply =
-        match existing {
-            Some(bytes) => Some(Instructions::parse(&bytes).map_err(|source| {
-                PatchSourceError::Instructions {
+    let apply = match existing {
+        Some(bytes) if noop_files.holds(subdir, &bytes) => None,
+        Some(bytes) => {
+            let instructions =
+                Instructions::parse(&bytes).map_err(|source| PatchSourceError::Instructions {
                     what: path.clone(),
                     source,
-                }
-            })?),
-            None => None,
+                })?;
+            let noop = instructions.is_noop();
+            noop_files.remember(subdir, noop.then_some(bytes));
+            (!noop).then_some(instructions)
         }
-        .filter(|instructions| !instructions.is_noop());
+        None => None,
+    };
     Ok(Resolved {
         kept_file: apply.is_some(),
         apply,

@@ -24,6 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
+use std::ops::Bound;
 use std::time::{Duration, SystemTime};
 
 use rayon::prelude::*;
@@ -36,7 +37,7 @@ use crate::repodata::shards::{
     shard_msgpack, shard_record, ShardHash, ShardIndexInfo, SHARDS_INDEX,
     SHARDS_INDEX_FROM_PACKAGES,
 };
-use crate::repodata::SubdirRepodata;
+use crate::repodata::{IndexedPackage, SubdirRepodata};
 use crate::storage::Storage;
 
 /// How long a retired shard is kept by default.
@@ -143,12 +144,32 @@ pub(crate) struct ShardWrite {
     pub maps: ShardMaps,
 }
 
+/// Whether `file_name` begins with the package's name and a dash, as
+/// every upload's does (`index` lists whatever index.json says).
+pub(crate) fn named_by_prefix(file_name: &str, package: &IndexedPackage) -> bool {
+    package.name.as_deref().is_some_and(|name| {
+        file_name
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with('-'))
+    })
+}
+
 /// The packages of each name (of the `wanted` names only, if given);
-/// names that are not strings have no shard.
+/// names that are not strings have no shard. With `prefixed` (every
+/// package [`named_by_prefix`]), a wanted name's files are found in the
+/// range of file names it begins, not by a walk over the whole subdir
+/// (100,000 records at every commit of a server).
 pub(crate) fn by_name<'a>(
     repodata: &'a SubdirRepodata,
     wanted: Option<&BTreeSet<String>>,
+    prefixed: bool,
 ) -> BTreeMap<&'a str, Vec<&'a str>> {
+    if let (Some(wanted), true) = (wanted, prefixed) {
+        return wanted
+            .iter()
+            .filter_map(|name| files_named(repodata, name))
+            .collect();
+    }
     let mut names: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (file_name, package) in &repodata.packages {
         match &package.name {
@@ -165,19 +186,38 @@ pub(crate) fn by_name<'a>(
     names
 }
 
+/// The files of the packages called `name`, among those whose file names
+/// begin with it (see [`by_name`]).
+fn files_named<'a>(repodata: &'a SubdirRepodata, name: &str) -> Option<(&'a str, Vec<&'a str>)> {
+    let prefix = format!("{name}-");
+    let mut found = None;
+    let mut files = Vec::new();
+    let from = (Bound::Included(prefix.as_str()), Bound::Unbounded);
+    for (file_name, package) in repodata.packages.range::<str, _>(from) {
+        if !file_name.starts_with(&prefix) {
+            break;
+        }
+        if let Some(own) = package.name.as_deref().filter(|own| *own == name) {
+            found = Some(own);
+            files.push(file_name.as_str());
+        }
+    }
+    Some((found?, files))
+}
+
 /// Rebuilds the shards of `dirty` names (all when `None`) on top of
 /// `previous`, and the indexes if anything changed (or `force_index`).
 pub(crate) fn build(
     repodata: &SubdirRepodata,
     instructions: Option<&Instructions>,
     previous: Option<&ShardMaps>,
-    dirty: Option<&BTreeSet<String>>,
+    (dirty, prefixed): (Option<&BTreeSet<String>>, bool),
     info: &ShardIndexInfo,
     force_index: bool,
 ) -> io::Result<ShardWrite> {
     let subdir = &repodata.subdir;
     let incremental = previous.is_some() && dirty.is_some();
-    let names = by_name(repodata, dirty.filter(|_| incremental));
+    let names = by_name(repodata, dirty.filter(|_| incremental), prefixed);
     let touched = instructions.map(Instructions::file_names_touched);
     let mut maps = previous.cloned().unwrap_or_default();
     let todo: Vec<String> = match (previous, dirty) {
@@ -352,4 +392,48 @@ pub(crate) fn retire(
         state.retired.remove(file);
     }
     expired
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn a_range_of_file_names_finds_what_a_walk_finds() {
+        let mut repodata = SubdirRepodata::new("noarch");
+        for (file_name, name) in [
+            ("foo-1.0-0.conda", "foo"),
+            ("foo-2.0-0.tar.bz2", "foo"),
+            ("foo-bar-1.0-0.conda", "foo-bar"),
+            ("foo_bar-1.0-0.conda", "foo_bar"),
+            ("foo.x-1.0-0.conda", "foo.x"),
+            ("fo-1.0-0.conda", "fo"),
+            ("g-1-0.conda", "g"),
+        ] {
+            let package = IndexedPackage {
+                name: Some(name.to_owned()),
+                ..IndexedPackage::default()
+            };
+            assert!(named_by_prefix(file_name, &package));
+            repodata
+                .packages
+                .insert(file_name.into(), Arc::new(package));
+        }
+        let wanted: BTreeSet<String> = ["foo", "foo-bar", "fo", "missing", "g"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let walked = by_name(&repodata, Some(&wanted), false);
+        assert_eq!(by_name(&repodata, Some(&wanted), true), walked);
+        assert_eq!(walked["foo"], ["foo-1.0-0.conda", "foo-2.0-0.tar.bz2"]);
+        assert!(!walked.contains_key("missing"));
+        let odd = IndexedPackage {
+            name: Some("bar".into()),
+            ..IndexedPackage::default()
+        };
+        assert!(!named_by_prefix("foo-1.0-0.conda", &odd));
+        assert!(!named_by_prefix("bar.conda", &odd));
+    }
 }
