@@ -156,6 +156,29 @@ async fn upload(
     (started.elapsed(), status)
 }
 
+/// The server's group-commit totals from `/metrics`: commits, updates
+/// they covered, seconds they took.
+async fn commit_totals(client: &reqwest::Client, url: &str) -> [f64; 3] {
+    let text = client
+        .get(format!("{}/metrics", url.trim_end_matches('/')))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    [
+        value("auh_commit_batch_size_count "),
+        value("auh_commit_batch_size_sum "),
+        value("auh_commit_duration_seconds_sum "),
+    ]
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
@@ -269,6 +292,7 @@ fn main() {
     let throughput = |set: &Arc<Vec<Upload>>, into: &str| {
         let next = Arc::new(AtomicUsize::new(0));
         let results = Arc::new(Mutex::new(Vec::new()));
+        let before = runtime.block_on(commit_totals(&client, &server.url));
         let started = Instant::now();
         runtime.block_on(async {
             let tasks: Vec<_> = (0..clients)
@@ -306,6 +330,13 @@ fn main() {
         summary(
             "  latency under load",
             results.iter().map(|(_, (time, _))| *time).collect(),
+        );
+        let after = runtime.block_on(commit_totals(&client, &server.url));
+        let [commits, updates, seconds] = [0, 1, 2].map(|i| after[i] - before[i]);
+        println!(
+            "  {commits:.0} group commits, {:.1} uploads and {:.0} ms each on average",
+            updates / commits.max(1.0),
+            seconds * 1000.0 / commits.max(1.0)
         );
         failed
     };
