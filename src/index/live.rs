@@ -19,6 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -40,6 +41,12 @@ use crate::storage::{ChannelStore, FileStat, Storage};
 /// How long the cache writer lets updates accumulate before one write.
 const CACHE_DELAY: Duration = Duration::from_secs(2);
 
+/// A commit waits for more updates to join it for at most this share of
+/// the subdir's last commit time ([`LiveIndex::gather`])...
+const GATHER_SHARE: u32 = 4;
+/// ...and only while they keep arriving at least this often.
+const GATHER_GAP: Duration = Duration::from_millis(5);
+
 /// A channel's index, shared by the server's request handlers.
 pub struct LiveIndex {
     store: ChannelStore,
@@ -59,6 +66,8 @@ struct Subdir {
     state: Mutex<SubdirState>,
     /// The version last written to disk; held while writing.
     written: Mutex<u64>,
+    /// How long the last commit took, in microseconds.
+    last_commit_micros: AtomicU64,
 }
 
 struct SubdirState {
@@ -296,6 +305,7 @@ impl LiveIndex {
         if let ChannelStore::Bucket(_) = self.store {
             return self.commit_shared(slot, &mut written, undo);
         }
+        self.gather(slot);
         let started = Instant::now();
         let now = SystemTime::now();
         let (subdir, plan, snapshot, dirty) = {
@@ -348,10 +358,39 @@ impl LiveIndex {
             snapshot - *written,
             started.elapsed().as_secs_f64() * 1000.0,
         );
-        self.count_commit(started.elapsed(), snapshot.saturating_sub(*written));
+        let took = started.elapsed();
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        slot.last_commit_micros.store(micros, Ordering::Relaxed);
+        self.count_commit(took, snapshot.saturating_sub(*written));
         *written = snapshot;
         self.caches.mark(slot);
         Ok(())
+    }
+
+    /// Lets more updates join the commit about to start (the commit delay
+    /// of group commit, as PostgreSQL's `commit_delay`): while updates keep
+    /// arriving, at least every [`GATHER_GAP`], for up to a
+    /// [`GATHER_SHARE`] part of the last commit's time. A commit into a
+    /// 100,000-package subdir takes long enough that the uploads it
+    /// answered are sent again while the next one is written; without the
+    /// wait they miss it, and the clients split into two halves that take
+    /// turns, each commit carrying one.
+    fn gather(&self, slot: &Subdir) {
+        let last = Duration::from_micros(slot.last_commit_micros.load(Ordering::Relaxed));
+        let budget = last / GATHER_SHARE;
+        if budget < GATHER_GAP {
+            return;
+        }
+        let deadline = Instant::now() + budget;
+        let mut seen = slot.version();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            std::thread::sleep(GATHER_GAP.min(left));
+            let version = slot.version();
+            if version == seen {
+                return;
+            }
+            seen = version;
+        }
     }
 
     /// Writes a planned update: new shard files first (durable before any
@@ -548,7 +587,12 @@ impl Subdir {
         Self {
             state: Mutex::new(state),
             written: Mutex::new(0),
+            last_commit_micros: AtomicU64::new(0),
         }
+    }
+
+    fn version(&self) -> u64 {
+        lock(&self.state).version
     }
 
     /// Writes the subdir's incremental cache (and what is remembered
