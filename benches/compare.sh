@@ -150,7 +150,7 @@ declare -A RUN CLEAN NAME
 NAME[ours]=artifact-upload-handler
 RUN[ours]="$(q "$OURS") index $D_OURS ${OURS_FLAGS:-}"
 # (find, not a glob: 25,000 shard files overflow an argument list)
-CLEAN[ours]="rm -f $D_OURS/*/.cache/artifact-upload-handler-*.json $D_OURS/*/repodata*.json* $D_OURS/*/patch_instructions.json; find $D_OURS -maxdepth 2 -name '*.msgpack.zst' -delete"
+CLEAN[ours]="rm -f $D_OURS/*/.cache/artifact-upload-handler-* $D_OURS/*/repodata*.json* $D_OURS/*/patch_instructions.json; find $D_OURS -maxdepth 2 -name '*.msgpack.zst' -delete"
 NAME[rattler]=rattler-index
 RUN[rattler]="$(q "$RATTLER_INDEX") --max-parallel $MAX_PARALLEL --config $(q "$WORK/plain.toml") fs $D_RATTLER"
 CLEAN[rattler]="rm -rf $D_RATTLER/*/repodata*.json* $D_RATTLER/*/repodata_shards.msgpack.zst $D_RATTLER/*/shards $D_RATTLER/.tmp"
